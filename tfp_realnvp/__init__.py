@@ -1,0 +1,27 @@
+"""tfp_realnvp: Real NVP normalizing flows as TensorFlow Probability bijectors and distributions."""
+
+from tfp_realnvp.affine_coupling import AffineCoupling
+from tfp_realnvp.bounds import LOG_SCALE_BOUNDS
+from tfp_realnvp.bounds import TanhLogScale
+from tfp_realnvp.conditioners import MLPConditioner
+from tfp_realnvp.flows import coupling_layers
+from tfp_realnvp.flows import keras_layers
+from tfp_realnvp.flows import permutation_indices
+from tfp_realnvp.flows import real_nvp
+from tfp_realnvp.masks import channel_mask
+from tfp_realnvp.masks import checkerboard_mask
+
+__all__ = [
+    "AffineCoupling",
+    "LOG_SCALE_BOUNDS",
+    "MLPConditioner",
+    "TanhLogScale",
+    "channel_mask",
+    "checkerboard_mask",
+    "coupling_layers",
+    "keras_layers",
+    "permutation_indices",
+    "real_nvp",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,821 @@
+"""Built-in datasets and CSV/NPY loading with validation.
+
+Everything a flow trains on enters through `load_dataset`, which returns a `Dataset`: a float array of
+samples `x` with shape `[n, d]` (rows are samples, columns features) split into `train` and `test`.
+
+Built-in datasets (`BUILTIN_DATASETS`):
+
+* `two_moons`: sklearn's `make_moons(n, noise=0.05)`, raw coordinates. The default (20000 train rows with
+  `random_state=0`, 5000 test rows with `random_state=1`) is the project's benchmark recipe.
+* `checkerboard`, `eight_gaussians`, `pinwheel`: the 2-D toy densities of the flow literature, with the
+  formulas of FFJORD's `toy_data.py` [1], drawn from `np.random.default_rng`.
+* `digits`: sklearn's bundled 8x8 handwritten digits (1797 rows, 64 pixels with integer values 0..16, so
+  `integer_levels=17`); the values stay integers, dequantization is the model's job.
+
+User data: `"csv:PATH"` (comma-separated numbers, optional header row) or `"npy:PATH"` (a 2-D numeric
+array saved with `np.save`). Files are validated eagerly and every problem raises `DataError` with a
+one-line message that names the file, the place (rows and columns counted from 1, as a person opening the
+file counts them) and what was expected. Files larger than `stream_threshold_bytes` are not loaded whole:
+the `Dataset` then holds `stream` / `test_stream` callables that build `tf.data` pipelines reading the
+file from disk, and the same checks run inside those pipelines.
+
+The split rules:
+
+* In memory (digits, CSV, NPY): a permutation of the rows from `np.random.default_rng(seed)`; the first
+  `ceil(n * test_fraction)` permuted rows are the test set, the rest the training set.
+* Streamed (large CSV, NPY): by row index, so it needs neither the whole file nor a shuffle buffer. Data row
+  `i` (counted from 0, header and blank lines excluded) is a test row when
+  `ceil((i + 1) * test_fraction) > ceil(i * test_fraction)`: rows 0, 5, 10, ... for `test_fraction=0.2`.
+  Both rules give exactly `ceil(n * test_fraction)` test rows.
+
+Example:
+
+    >>> data = load_dataset("two_moons", num_train=1000, num_test=200)
+    >>> data.train.shape, data.test.shape, data.train.dtype
+    ((1000, 2), (200, 2), dtype('float32'))
+    >>> batches = as_tf_dataset(data.train, batch_size=256, shuffle=True, seed=0)
+
+References:
+    [1] Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud. FFJORD: Free-form Continuous Dynamics for
+        Scalable Reversible Generative Models. ICLR 2019. https://github.com/rtqichen/ffjord
+    [2] Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP. ICLR 2017.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DataError",
+    "Dataset",
+    "as_tf_dataset",
+    "load_dataset",
+]
+
+BUILTIN_DATASETS: tuple[str, ...] = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "digits")
+
+_DEFAULT_NUM_TRAIN = 20000
+_DEFAULT_NUM_TEST = 5000
+_DIGITS_LEVELS = 17  # pixel values 0..16
+_MAX_SEED = 2**32 - 2  # two_moons uses seed and seed + 1 as sklearn random_state, which must be < 2**32
+
+# What counts as a number in a CSV cell, the same in Python (header detection) and in the tf.data parser.
+# [0-9], not \d: Python's \d also matches non-ASCII digits. NaN and infinity parse, then fail the finiteness
+# check with their own message. A cell may be padded with ASCII whitespace and wrapped in one pair of quotes.
+_NUMBER = r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)"
+_NUMBER_PATTERN = f"(?i){_NUMBER}"
+_NUMBER_RE = re.compile(_NUMBER_PATTERN)
+_CELL = rf'[ \t\r\f\v]*(?:{_NUMBER}|"{_NUMBER}")[ \t\r\f\v]*'
+_LINE_PATTERN = f"(?i){_CELL}(?:,{_CELL})*"  # a line of numbers; the column count is checked apart
+_BOM = b"\xef\xbb\xbf"
+_CSV_BATCH_LINES = 8192  # lines parsed per vectorised tf.data step
+_NPY_CHUNK_BYTES = 4 * 2**20  # bytes read from a memory-mapped .npy per generator step
+_STREAM_SHUFFLE_BUFFER = 10_000  # rows, default shuffle buffer for streamed input in as_tf_dataset
+
+
+class DataError(ValueError):
+    """Bad user data; the message names the problem and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Samples split into a training and a test set.
+
+    Rows are samples and columns features: `train` has shape `[num_train, event_size]`. A file too large to
+    load (see `load_dataset`'s `stream_threshold_bytes`) has `train = test = None` and instead `stream` and
+    `test_stream`, zero-argument callables that each build a fresh `tf.data.Dataset` of float rows of shape
+    `[event_size]` read from disk. `eq=False` because fields hold arrays: equality is identity.
+
+    Attributes:
+        name: The spec it was loaded from, e.g. `"two_moons"` or `"csv:data.csv"`.
+        train: Float array `[num_train, event_size]`, or None when streamed.
+        test: Float array `[num_test, event_size]`, or None when streamed.
+        event_size: Number of features `d`.
+        integer_levels: Number of integer levels of each feature for discrete data (17 for digits, whose
+            pixels are 0..16), or None for continuous data.
+        description: One line saying where the data came from and how it was split.
+        stream: For streamed files, a callable returning a `tf.data.Dataset` of training rows. Defaults to
+            None.
+        test_stream: For streamed files, a callable returning a `tf.data.Dataset` of test rows. Defaults to
+            None.
+        num_train: Number of training rows; filled from `train` when not given, None if unknown.
+        num_test: Number of test rows; filled from `test` when not given, None if unknown.
+    """
+
+    name: str
+    train: np.ndarray | None
+    test: np.ndarray | None
+    event_size: int
+    integer_levels: int | None
+    description: str
+    stream: Callable[[], tf.data.Dataset] | None = None
+    test_stream: Callable[[], tf.data.Dataset] | None = None
+    num_train: int | None = None
+    num_test: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_train is None and self.train is not None:
+            object.__setattr__(self, "num_train", int(self.train.shape[0]))
+        if self.num_test is None and self.test is not None:
+            object.__setattr__(self, "num_test", int(self.test.shape[0]))
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the rows are read from disk through `stream` / `test_stream` rather than held in memory."""
+        return self.stream is not None
+
+
+def load_dataset(
+    spec: str,
+    *,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+    header: bool | None = None,
+    dtype: npt.DTypeLike = "float32",
+    test_fraction: float = 0.2,
+    stream_threshold_bytes: int = 512 * 2**20,
+) -> Dataset:
+    """Loads a built-in dataset or a user's CSV/NPY file, validated and split into train and test.
+
+    Args:
+        spec: A name from `BUILTIN_DATASETS`, `"csv:PATH"` or `"npy:PATH"`.
+        num_train: For the toy sets, the number of training samples to draw. Defaults to 20000. For digits
+            and files, keep only the first `num_train` rows of the training split (a quick subset); it must
+            not exceed the split. Defaults to the whole split.
+        num_test: As `num_train`, for the test set. Defaults to 5000 for the toy sets, the whole split
+            otherwise.
+        seed: Non-negative integer. Toy sets: `two_moons` uses sklearn `random_state=seed` for train and
+            `seed + 1` for test; the others use `np.random.default_rng([seed, 0])` for train and
+            `[seed, 1]` for test. Digits and in-memory files: seeds the split permutation. Streamed files are
+            split by row index and ignore it. Defaults to 0.
+        header: CSV only. True: the first non-blank line is a header of column names. False: every line is
+            data. None: a header when no cell of the first line is a number. Defaults to None.
+        dtype: Float dtype of the returned rows. Defaults to `"float32"`.
+        test_fraction: Digits and files: fraction of rows in the test set, in (0, 1); the test set gets
+            `ceil(n * test_fraction)` rows. Ignored by the toy sets. Defaults to 0.2.
+        stream_threshold_bytes: Files larger than this many bytes are streamed from disk through `tf.data`
+            instead of loaded (see `Dataset.stream`). Defaults to 512 MiB.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        DataError: For an unknown name, a missing, empty or malformed file (a non-numeric cell, NaN or
+            infinity, ragged rows, an array that is not 2-D and numeric, fewer than 2 rows) or a bad option.
+            In a streamed file the per-cell checks run while reading, and fail the `tf.data` iteration with
+            `tf.errors.InvalidArgumentError` carrying the same message.
+
+    Example:
+
+        >>> load_dataset("digits").train.shape
+        (1437, 64)
+    """
+    if not isinstance(spec, str):
+        raise DataError(f"dataset spec must be a string such as 'two_moons' or 'csv:PATH', got {spec!r}")
+    np_dtype = _check_dtype(dtype)
+    _check_count("num_train", num_train)
+    _check_count("num_test", num_test)
+    _check_seed(seed)
+    if header is not None and not isinstance(header, bool):
+        raise DataError(f"header must be True, False or None (auto-detect), got {header!r}")
+    _check_test_fraction(test_fraction)
+    if isinstance(stream_threshold_bytes, bool) or not isinstance(stream_threshold_bytes, (int, np.integer)) \
+            or stream_threshold_bytes < 0:
+        raise DataError(f"stream_threshold_bytes must be a non-negative integer, got {stream_threshold_bytes!r}")
+
+    kind, sep, path = spec.partition(":")
+    is_file = bool(sep) and kind in ("csv", "npy")
+    if header is not None and not (is_file and kind == "csv"):
+        raise DataError(f"header applies only to 'csv:PATH' datasets, got header={header!r} for {spec!r}")
+
+    if spec == "two_moons":
+        return _two_moons(num_train, num_test, seed, np_dtype)
+    if spec in _TOY_SAMPLERS:
+        return _toy(spec, num_train, num_test, seed, np_dtype)
+    if spec == "digits":
+        return _digits(num_train, num_test, seed, np_dtype, test_fraction)
+    if is_file:
+        if not path:
+            raise DataError(f"{spec!r} names no file; expected '{kind}:PATH'")
+        full_path = os.path.expanduser(path)
+        if not os.path.exists(full_path):
+            raise DataError(f"no such file: {path}")
+        if os.path.isdir(full_path):
+            raise DataError(f"no such file: {path} (it is a directory)")
+        streamed = os.path.getsize(full_path) > stream_threshold_bytes
+        options = _FileOptions(
+            spec=spec, path=path, full_path=full_path, dtype=np_dtype, seed=seed, test_fraction=test_fraction,
+            num_train=num_train, num_test=num_test,
+        )
+        if kind == "csv":
+            return _load_csv(options, header=header, streamed=streamed)
+        return _load_npy(options, streamed=streamed)
+    hint = ""
+    lowered = spec.lower()
+    for ext in ("csv", "npy"):
+        if lowered.endswith("." + ext):
+            hint = f" (did you mean '{ext}:{spec}'?)"
+    if lowered.endswith((".txt", ".tsv")):
+        hint = f" (did you mean 'csv:{spec}'?)"
+    raise DataError(
+        f"unknown dataset {spec!r}; expected one of {', '.join(BUILTIN_DATASETS)}, "
+        f"or 'csv:PATH' / 'npy:PATH' for your own data{hint}"
+    )
+
+
+def as_tf_dataset(
+    array_or_dataset: np.ndarray | tf.data.Dataset | Callable[[], tf.data.Dataset],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None = None,
+    shuffle_buffer_size: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches rows into a prefetching `tf.data` input pipeline.
+
+    Args:
+        array_or_dataset: A 2-D array `[n, d]` (e.g. `Dataset.train`), a `tf.data.Dataset` of rows, or a
+            zero-argument callable returning one (e.g. `Dataset.stream`).
+        batch_size: Rows per batch, positive.
+        shuffle: Whether to shuffle the rows, anew each epoch.
+        seed: Shuffle seed; the same seed gives the same sequence of epochs. Defaults to None (random).
+        shuffle_buffer_size: Rows held by the shuffle buffer. Defaults to all rows of an array (a uniform
+            shuffle) and 10000 rows for a streamed dataset.
+        drop_remainder: Whether to drop a last batch smaller than `batch_size`. Defaults to False.
+
+    Returns:
+        A `tf.data.Dataset` of batches `[batch_size, d]`, prefetched with `tf.data.AUTOTUNE`.
+
+    Raises:
+        DataError: If the input is not one of the above or an option is out of range.
+
+    Example:
+
+        >>> batches = as_tf_dataset(np.zeros((10, 2), np.float32), batch_size=4, shuffle=False)
+        >>> [int(b.shape[0]) for b in batches]
+        [4, 4, 2]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise DataError(f"seed must be an integer or None, got {seed!r}")
+    if shuffle_buffer_size is not None and (
+        isinstance(shuffle_buffer_size, bool)
+        or not isinstance(shuffle_buffer_size, (int, np.integer))
+        or shuffle_buffer_size < 1
+    ):
+        raise DataError(f"shuffle_buffer_size must be a positive integer or None, got {shuffle_buffer_size!r}")
+
+    if isinstance(array_or_dataset, Dataset):
+        raise DataError(
+            f"as_tf_dataset takes rows, got the Dataset {array_or_dataset.name!r}; "
+            "pass its .train (or .stream when streamed)"
+        )
+    if isinstance(array_or_dataset, np.ndarray):
+        if array_or_dataset.ndim != 2 or array_or_dataset.shape[0] == 0:
+            raise DataError(
+                f"expected a 2-D array [rows, features] with at least one row, got shape {array_or_dataset.shape}"
+            )
+        ds = tf.data.Dataset.from_tensor_slices(array_or_dataset)
+        default_buffer = array_or_dataset.shape[0]
+    else:
+        ds = array_or_dataset() if callable(array_or_dataset) else array_or_dataset
+        if not isinstance(ds, tf.data.Dataset):
+            raise DataError(
+                "expected a 2-D numpy array, a tf.data.Dataset or a callable returning one, "
+                f"got {type(array_or_dataset).__name__}"
+            )
+        default_buffer = _STREAM_SHUFFLE_BUFFER
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer_size or default_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks.
+
+
+def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        np_dtype = None
+    if np_dtype is None or not np.issubdtype(np_dtype, np.floating):
+        raise DataError(f"dtype must be a float dtype such as 'float32' or 'float64', got {dtype!r}")
+    return np_dtype
+
+
+def _check_count(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DataError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _MAX_SEED:
+        raise DataError(f"seed must be an integer in [0, {_MAX_SEED}], got {seed!r}")
+
+
+def _check_test_fraction(test_fraction: float) -> None:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
+            or not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Toy densities.
+
+
+def _two_moons(num_train: int | None, num_test: int | None, seed: int, dtype: np.dtype) -> Dataset:
+    from sklearn.datasets import make_moons  # pylint: disable=import-outside-toplevel
+
+    n_train = num_train or _DEFAULT_NUM_TRAIN
+    n_test = num_test or _DEFAULT_NUM_TEST
+    train = make_moons(n_samples=n_train, noise=0.05, random_state=seed)[0].astype(dtype)
+    test = make_moons(n_samples=n_test, noise=0.05, random_state=seed + 1)[0].astype(dtype)
+    return Dataset(
+        name="two_moons", train=train, test=test, event_size=2, integer_levels=None,
+        description=(f"sklearn make_moons(noise=0.05): {n_train} train rows (random_state={seed}), "
+                     f"{n_test} test rows (random_state={seed + 1})"),
+    )
+
+
+def _checkerboard(rng: np.random.Generator, n: int) -> np.ndarray:
+    # FFJORD: x1 uniform on [-4, 4); x2 uniform on the squares of the same colour, so
+    # floor(x1 / 2) + floor(x2 / 2) is even.
+    x1 = rng.random(n) * 4 - 2
+    x2 = rng.random(n) - rng.integers(0, 2, n) * 2 + np.floor(x1) % 2
+    return np.stack([x1, x2], axis=1) * 2
+
+
+def _eight_gaussians(rng: np.random.Generator, n: int) -> np.ndarray:
+    # FFJORD: an equal mixture of N(c_k, 0.5^2 I) with 8 centres c_k on the circle of radius 4, divided by 1.414.
+    angles = np.arange(8) * (np.pi / 4)
+    centers = 4.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    points = rng.standard_normal((n, 2)) * 0.5 + centers[rng.integers(0, 8, n)]
+    return points / 1.414
+
+
+def _pinwheel(rng: np.random.Generator, n: int) -> np.ndarray:
+    # FFJORD: 5 arms; radial N(1, 0.3^2) and tangential N(0, 0.1^2) noise, rotated by an angle growing as
+    # 0.25 * exp(radius), times 2. Arms are balanced (row k on arm k % 5), rows shuffled.
+    num_arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+    arm_angles = np.linspace(0, 2 * np.pi, num_arms, endpoint=False)
+    features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    angles = arm_angles[np.arange(n) % num_arms] + rate * np.exp(features[:, 0])
+    cos, sin = np.cos(angles), np.sin(angles)
+    rotated = np.stack(
+        [features[:, 0] * cos + features[:, 1] * sin, -features[:, 0] * sin + features[:, 1] * cos], axis=1
+    )
+    return 2 * rng.permutation(rotated)
+
+
+_TOY_SAMPLERS: dict[str, tuple[Callable[[np.random.Generator, int], np.ndarray], str]] = {
+    "checkerboard": (_checkerboard, "FFJORD checkerboard: uniform on alternating 2x2 squares of [-4, 4]^2"),
+    "eight_gaussians": (_eight_gaussians, "FFJORD 8 gaussians: N(c_k, 0.5^2) at 8 points of radius 4, / 1.414"),
+    "pinwheel": (_pinwheel, "FFJORD pinwheel: 5 spiral arms"),
+}
+
+
+def _toy(name: str, num_train: int | None, num_test: int | None, seed: int, dtype: np.dtype) -> Dataset:
+    sampler, what = _TOY_SAMPLERS[name]
+    n_train = num_train or _DEFAULT_NUM_TRAIN
+    n_test = num_test or _DEFAULT_NUM_TEST
+    train = sampler(np.random.default_rng([seed, 0]), n_train).astype(dtype)
+    test = sampler(np.random.default_rng([seed, 1]), n_test).astype(dtype)
+    return Dataset(
+        name=name, train=train, test=test, event_size=2, integer_levels=None,
+        description=(f"{what}; {n_train} train rows (np.random.default_rng([{seed}, 0])), "
+                     f"{n_test} test rows (default_rng([{seed}, 1]))"),
+    )
+
+
+def _digits(num_train: int | None, num_test: int | None, seed: int, dtype: np.dtype,
+            test_fraction: float) -> Dataset:
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
+    rows = load_digits().data.astype(dtype)
+    train, test = _seeded_split(rows, "digits", seed, test_fraction)
+    train, test = _take(train, num_train, "num_train", "training", "digits"), \
+        _take(test, num_test, "num_test", "test", "digits")
+    return Dataset(
+        name="digits", train=train, test=test, event_size=rows.shape[1], integer_levels=_DIGITS_LEVELS,
+        description=(f"sklearn load_digits: 8x8 images, 64 pixels with integer values 0..16; seeded split "
+                     f"(seed {seed}, test_fraction {test_fraction}): {len(train)} train, {len(test)} test rows"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Splits shared by digits and files.
+
+
+def _num_test_rows(num_rows: int, source: str, test_fraction: float) -> int:
+    if num_rows < 2:
+        raise DataError(f"{source} has {num_rows} data row(s); needs at least 2 rows to split into train and test")
+    num_test = math.ceil(float(num_rows) * test_fraction)
+    if num_test >= num_rows:
+        raise DataError(
+            f"test_fraction={test_fraction} leaves no training rows out of the {num_rows} rows of {source}; "
+            f"expected at most {(num_rows - 1) / num_rows:.3g}"
+        )
+    return num_test
+
+
+def _seeded_split(rows: np.ndarray, source: str, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    num_test = _num_test_rows(len(rows), source, test_fraction)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return rows[order[num_test:]], rows[order[:num_test]]
+
+
+def _is_test_row(row_index: np.ndarray, test_fraction: float) -> np.ndarray:
+    # The streamed split rule; `_is_test_row_tf` is the same float64 arithmetic, so both agree bit for bit.
+    i = row_index.astype(np.float64)
+    return np.ceil((i + 1.0) * test_fraction) > np.ceil(i * test_fraction)
+
+
+def _is_test_row_tf(row_index: tf.Tensor, test_fraction: float) -> tf.Tensor:
+    i = tf.cast(row_index, tf.float64)
+    return tf.math.ceil((i + 1.0) * test_fraction) > tf.math.ceil(i * test_fraction)
+
+
+def _take(rows: np.ndarray, limit: int | None, option: str, split: str, source: str) -> np.ndarray:
+    if limit is None:
+        return rows
+    if limit > len(rows):
+        raise DataError(f"{option}={limit} exceeds the {len(rows)} {split} rows of {source}")
+    return rows[:limit]
+
+
+def _stream_count(available: int, limit: int | None, option: str, split: str, source: str) -> int:
+    if limit is not None and limit > available:
+        raise DataError(f"{option}={limit} exceeds the {available} {split} rows of {source}")
+    return available if limit is None else limit
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files.
+
+
+@dataclasses.dataclass(frozen=True)
+class _FileOptions:
+    spec: str
+    path: str  # as the user wrote it, for messages
+    full_path: str  # user-expanded, for opening
+    dtype: np.dtype
+    seed: int
+    test_fraction: float
+    num_train: int | None
+    num_test: int | None
+
+
+def _file_dataset(options: _FileOptions, train: np.ndarray, test: np.ndarray, event_size: int,
+                  what: str) -> Dataset:
+    train = _take(train, options.num_train, "num_train", "training", options.path)
+    test = _take(test, options.num_test, "num_test", "test", options.path)
+    return Dataset(
+        name=options.spec, train=train, test=test, event_size=event_size, integer_levels=None,
+        description=(f"{what}; seeded split (seed {options.seed}, test_fraction {options.test_fraction}): "
+                     f"{len(train)} train, {len(test)} test rows"),
+    )
+
+
+def _streamed_dataset(options: _FileOptions, make_rows: Callable[[bool], tf.data.Dataset], num_rows: int,
+                      event_size: int, what: str) -> Dataset:
+    total_test = _num_test_rows(num_rows, options.path, options.test_fraction)
+    n_train = _stream_count(num_rows - total_test, options.num_train, "num_train", "training", options.path)
+    n_test = _stream_count(total_test, options.num_test, "num_test", "test", options.path)
+
+    def stream() -> tf.data.Dataset:
+        return make_rows(False).take(n_train)
+
+    def test_stream() -> tf.data.Dataset:
+        return make_rows(True).take(n_test)
+
+    return Dataset(
+        name=options.spec, train=None, test=None, event_size=event_size, integer_levels=None,
+        description=(f"{what}; streamed from disk, split by row index (test_fraction "
+                     f"{options.test_fraction}): {n_train} train, {n_test} test rows"),
+        stream=stream, test_stream=test_stream, num_train=n_train, num_test=n_test,
+    )
+
+
+def _non_finite_hint(dtype: np.dtype) -> str:
+    return f" (expected finite {dtype.name} numbers; NaN and infinity are not allowed)"
+
+
+# CSV -------------------------------------------------------------------------------------------------------
+
+
+def _split_cells(raw: bytes) -> list[str]:
+    """Cells of one line as the tf.data parser sees them: split on ',', ASCII-stripped, one pair of quotes."""
+    cells = []
+    for cell in raw.split(b","):
+        cell = cell.strip()
+        if len(cell) >= 2 and cell[:1] == b'"' and cell[-1:] == b'"':
+            cell = cell[1:-1]
+        cells.append(cell.decode("utf-8", errors="replace"))
+    return cells
+
+
+def _first_lines(full_path: str, count: int) -> list[tuple[int, list[str]]]:
+    """The first `count` non-blank lines as (1-based line number, cells)."""
+    lines = []
+    with open(full_path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(_BOM)
+            if raw.strip():
+                lines.append((line_no, _split_cells(raw)))
+                if len(lines) == count:
+                    break
+    return lines
+
+
+def _count_nonblank_lines(full_path: str) -> int:
+    """Counts lines holding a non-whitespace byte, reading 16 MiB of lines at a time; lines end at b"\\n"."""
+    count = 0
+    with open(full_path, "rb") as f:
+        while lines := f.readlines(16 * 2**20):
+            count += sum(map(bool, map(bytes.strip, lines)))
+    return count
+
+
+def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> Dataset:
+    path = options.path
+    first = _first_lines(options.full_path, 2)
+    if not first:
+        raise DataError(f"{path} is empty; expected rows of comma-separated numbers")
+    first_line, first_cells = first[0]
+    numeric = [bool(_NUMBER_RE.fullmatch(cell)) for cell in first_cells]
+    if header is None:
+        header = not any(numeric)
+        col = numeric.index(False) if not all(numeric) else None
+        if any(numeric) and col is not None and first_cells[col]:  # not a header, not an empty cell
+            raise DataError(
+                f"non-numeric cell at row {first_line}, column {col + 1} of {path}: '{first_cells[col]}' "
+                f"(expected a number; if row {first_line} is a header, pass header=True)"
+            )
+    if header and len(first) < 2:
+        raise DataError(f"{path} has 0 data row(s); needs at least 2 rows to split into train and test")
+    header_line = first_line if header else None
+    data_first = first[1] if header else first[0]
+    num_columns = len(data_first[1])
+    if header and len(first_cells) != num_columns:
+        raise DataError(
+            f"header row {first_line} of {path} has {len(first_cells)} names but row {data_first[0]} has "
+            f"{num_columns} values; expected one name per column"
+        )
+    what = f"CSV file {path}: {num_columns} columns" + (f", header row {header_line}" if header else "")
+    parse = dict(full_path=options.full_path, path=path, header_line=header_line, num_columns=num_columns,
+                 dtype=options.dtype)
+
+    if streamed:
+        num_rows = _count_nonblank_lines(options.full_path) - (1 if header else 0)
+
+        def make_rows(want_test: bool) -> tf.data.Dataset:
+            def select(values, row_index, ok, message):
+                check = tf.debugging.Assert(ok, [message])
+                with tf.control_dependencies([check]):
+                    keep = tf.equal(_is_test_row_tf(row_index, options.test_fraction), want_test)
+                    return tf.boolean_mask(values, keep)
+
+            return _csv_batches(**parse).map(select).unbatch()
+
+        return _streamed_dataset(options, make_rows, num_rows, num_columns, what)
+
+    rows = _read_csv_fast(options.full_path, header_line, num_columns, options.dtype)
+    if rows is None:  # a problem, or a file np.loadtxt reads differently: the tf.data parser decides
+        chunks = []
+        for values, _, ok, message in _csv_batches(**parse).as_numpy_iterator():
+            if not ok:
+                raise DataError(message.decode("utf-8", errors="replace"))
+            chunks.append(values)
+        rows = np.concatenate(chunks) if chunks else np.zeros((0, num_columns), options.dtype)
+    train, test = _seeded_split(rows, path, options.seed, options.test_fraction)
+    return _file_dataset(options, train, test, num_columns, what)
+
+
+def _read_csv_fast(full_path: str, header_line: int | None, num_columns: int,
+                   dtype: np.dtype) -> np.ndarray | None:
+    """Reads a clean CSV with np.loadtxt (no tf.data tracing, faster), or returns None.
+
+    None means np.loadtxt failed, found a non-finite value, or read a shape other than the parser's; the
+    caller then runs `_csv_batches`, which defines what the file holds and words the error. Without a
+    quotechar, np.loadtxt accepts a subset of what the parser accepts (it rejects quoted cells and
+    whitespace-only lines, for two), so a file that passes here parses identically there.
+    """
+    try:
+        # newline="\n": lines end at "\n" only, as in tf.data.TextLineDataset; utf-8-sig drops a BOM.
+        with open(full_path, encoding="utf-8-sig", newline="\n") as f:
+            # No quotechar: np.loadtxt's quote rules differ (it takes '"1'), so quoted cells go to the parser.
+            rows = np.loadtxt(f, delimiter=",", comments=None, skiprows=header_line or 0, ndmin=2,
+                              dtype=np.float64)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+    with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported by the parser
+        rows = rows.astype(dtype)
+    if rows.shape[1] != num_columns or not np.isfinite(rows).all():
+        return None
+    return rows
+
+
+def _csv_batches(*, full_path: str, path: str, header_line: int | None, num_columns: int,
+                 dtype: np.dtype) -> tf.data.Dataset:
+    """Parses a CSV file in batches of lines: (values [b, d], data row index [b], ok, problem message).
+
+    Blank lines and the header are dropped; `ok` is False for a batch with a problem, which `message` words.
+    The parsing functions are traced once per process (they take the file's details as tensors), so
+    building this pipeline stays cheap.
+    """
+    parse = _csv_parser(dtype.name)
+    header = 0 if header_line is None else header_line  # line numbers start at 1: 0 matches none
+
+    def number_lines(state, lines):
+        line_offset, row_offset, line_nos, lines, row_index = _number_csv_lines(state[0], state[1], lines, header)
+        return (line_offset, row_offset), (line_nos, lines, row_index)
+
+    def parse_lines(line_nos, lines, row_index):
+        values, ok, message = parse(line_nos, lines, path, num_columns)
+        return tf.ensure_shape(values, [None, num_columns]), row_index, ok, message
+
+    return (
+        tf.data.TextLineDataset(full_path)
+        .batch(_CSV_BATCH_LINES)
+        .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), number_lines)
+        .map(parse_lines, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
+
+
+@tf.function(input_signature=[
+    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.string),
+    tf.TensorSpec([], tf.int64),
+])
+def _number_csv_lines(line_offset, row_offset, lines, header_line):
+    """Numbers a batch of lines and drops blank ones and the header.
+
+    Returns the offsets after the batch, then the kept lines with their 1-based line numbers and 0-based data
+    row indices.
+    """
+    lines = tf.cond(  # a UTF-8 byte-order mark on line 1
+        tf.equal(line_offset, 0),
+        lambda: tf.concat([tf.strings.regex_replace(lines[:1], "^\ufeff", ""), lines[1:]], axis=0),
+        lambda: lines,
+    )
+    n = tf.size(lines, out_type=tf.int64)
+    line_nos = line_offset + tf.range(1, n + 1, dtype=tf.int64)
+    keep = (tf.strings.length(tf.strings.strip(lines)) > 0) & tf.not_equal(line_nos, header_line)
+    row_index = row_offset + tf.cumsum(tf.cast(keep, tf.int64), exclusive=True)
+    return (line_offset + n, row_offset + tf.reduce_sum(tf.cast(keep, tf.int64)),
+            tf.boolean_mask(line_nos, keep), tf.boolean_mask(lines, keep), tf.boolean_mask(row_index, keep))
+
+
+@functools.lru_cache(maxsize=None)
+def _csv_parser(dtype_name: str) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """The batch parser for one float dtype: (line numbers, lines, path, num_columns) -> (values, ok, message).
+
+    One regex pass over each line checks that it holds only numbers; only a batch that fails is taken apart
+    cell by cell, to word its first problem (ragged row, non-numeric cell, non-finite value) with the line
+    number a person opening the file would see.
+    """
+    tf_dtype = tf.as_dtype(dtype_name)
+    finite_hint = _non_finite_hint(np.dtype(dtype_name))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.string),
+        tf.TensorSpec([], tf.int64),
+    ])
+    def parse(line_nos, lines, path, num_columns):
+        cells = tf.strings.split(tf.strings.regex_replace(lines, '"', ""), ",")
+        ragged = tf.not_equal(cells.row_lengths(), num_columns)
+        well_formed = tf.strings.regex_full_match(lines, _LINE_PATTERN) & ~ragged
+        dense = cells.to_tensor(default_value="0", shape=tf.stack([tf.constant(-1, tf.int64), num_columns]))
+        values = tf.cast(tf.strings.to_number(tf.where(well_formed[:, None], dense, "0"), tf.float64), tf_dtype)
+        row_bad = ~well_formed | ~tf.reduce_all(tf.math.is_finite(values), axis=1)
+        ok = ~tf.reduce_any(row_bad)
+
+        def describe():
+            r = tf.argmax(tf.cast(row_bad, tf.int32), output_type=tf.int32)
+            line = tf.strings.as_string(line_nos[r])
+            row_cells = tf.strings.split(lines[r], ",")
+            count = tf.size(row_cells, out_type=tf.int64)
+            of_path = tf.strings.join([" of ", path])
+
+            def ragged_message():
+                return tf.strings.join([
+                    "row ", line, of_path, " has ", tf.strings.as_string(count), " values, expected ",
+                    tf.strings.as_string(num_columns), " like the first data row",
+                ])
+
+            def cell_message():
+                text = tf.strings.regex_replace(tf.strings.strip(row_cells), '^"(.*)"$', r"\1")
+                numeric = tf.strings.regex_full_match(text, _NUMBER_PATTERN)
+                finite = tf.math.is_finite(
+                    tf.cast(tf.strings.to_number(tf.where(numeric, text, "0"), tf.float64), tf_dtype)
+                )
+                c = tf.argmax(tf.cast(~(numeric & finite), tf.int32), output_type=tf.int32)
+                where = tf.strings.join(
+                    ["at row ", line, ", column ", tf.strings.as_string(c + 1), of_path, ": '", text[c], "'"]
+                )
+                return tf.cond(
+                    numeric[c],
+                    lambda: tf.strings.join(["non-finite value ", where, finite_hint]),
+                    lambda: tf.strings.join(["non-numeric cell ", where, " (expected a number)"]),
+                )
+
+            return tf.cond(tf.not_equal(count, num_columns), ragged_message, cell_message)
+
+        message = tf.cond(ok, lambda: tf.constant(""), describe)
+        return values, ok, message
+
+    return parse
+
+
+# NPY -------------------------------------------------------------------------------------------------------
+
+
+def _open_npy(options: _FileOptions) -> np.ndarray:
+    """Memory-maps a .npy file after checking its header: reads no data, so it serves both paths."""
+    path = options.path
+    with open(options.full_path, "rb") as f:
+        magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+    if not magic:
+        raise DataError(f"{path} is empty; expected a 2-D numeric array saved with np.save")
+    if magic.startswith(b"PK\x03\x04"):
+        raise DataError(f"{path} is an .npz archive; expected a single 2-D array saved with np.save")
+    if magic != np.lib.format.MAGIC_PREFIX:
+        raise DataError(f"{path} is not a valid .npy file (no .npy header); expected an array saved with np.save")
+    try:
+        array = np.load(options.full_path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        if "Python objects" in str(error):
+            raise DataError(
+                f"{path} holds Python objects (dtype object); expected a 2-D numeric array saved with np.save"
+            ) from None
+        raise DataError(f"{path} is not a valid .npy file ({error}); expected an array saved with np.save") from None
+    if array.ndim != 2:
+        raise DataError(
+            f"{path} holds an array of shape {array.shape}; expected a 2-D array [rows, features] "
+            "(reshape 1-D data with x.reshape(-1, 1))"
+        )
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise DataError(f"{path} holds dtype {array.dtype}; expected a numeric (integer or float) array")
+    if array.shape[1] == 0:
+        raise DataError(f"{path} holds an array of shape {array.shape}; expected at least 1 feature column")
+    return array
+
+
+def _npy_non_finite(block: np.ndarray, first_row: int, options: _FileOptions) -> str | None:
+    bad = np.argwhere(~np.isfinite(block))
+    if not len(bad):
+        return None
+    i, j = int(bad[0][0]) + first_row, int(bad[0][1])
+    return (f"non-finite value at row {i + 1}, column {j + 1} of {options.path} (index [{i}, {j}]): "
+            f"{block[i - first_row, j]}{_non_finite_hint(options.dtype)}")
+
+
+def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
+    array = _open_npy(options)
+    num_rows, num_columns = array.shape
+    what = f"NPY file {options.path}: array {array.shape} of {array.dtype}"
+    if not streamed:
+        with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
+            rows = np.array(array, dtype=options.dtype)  # reads the file
+        del array
+        message = _npy_non_finite(rows, 0, options)
+        if message:
+            raise DataError(message)
+        train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
+        return _file_dataset(options, train, test, num_columns, what)
+    del array  # each pipeline maps the file anew, so no file handle outlives them
+    chunk_rows = max(1, _NPY_CHUNK_BYTES // (num_columns * options.dtype.itemsize))
+
+    def make_rows(want_test: bool) -> tf.data.Dataset:
+        def blocks() -> Iterator[np.ndarray]:
+            rows = _open_npy(options)
+            for start in range(0, num_rows, chunk_rows):
+                with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
+                    block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
+                message = _npy_non_finite(block, start, options)
+                if message:
+                    raise DataError(message)
+                keep = _is_test_row(np.arange(start, start + len(block)), options.test_fraction) == want_test
+                yield block[keep]
+
+        signature = tf.TensorSpec([None, num_columns], tf.as_dtype(options.dtype))
+        return tf.data.Dataset.from_generator(blocks, output_signature=signature).unbatch()
+
+    return _streamed_dataset(options, make_rows, num_rows, num_columns, what)

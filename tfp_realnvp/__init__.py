@@ -10,11 +10,15 @@ from tfp_realnvp.flows import permutation_indices
 from tfp_realnvp.flows import real_nvp
 from tfp_realnvp.masks import channel_mask
 from tfp_realnvp.masks import checkerboard_mask
+from tfp_realnvp.model import FlowModel
+from tfp_realnvp.preprocessing import Preprocessing
 
 __all__ = [
     "AffineCoupling",
+    "FlowModel",
     "LOG_SCALE_BOUNDS",
     "MLPConditioner",
+    "Preprocessing",
     "TanhLogScale",
     "channel_mask",
     "checkerboard_mask",

@@ -1,0 +1,294 @@
+"""FlowModel: Keras 3 training, metrics, preprocessing, saving and tf.distribute."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import make_moons
+
+from tfp_realnvp import FlowModel
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _moons(n: int, seed: int) -> np.ndarray:
+    return make_moons(n, noise=0.05, random_state=seed)[0].astype("float32")
+
+
+def _small_model(**kwargs) -> FlowModel:
+    kwargs = {"num_couplings": 4, "hidden_units": (32, 32), **kwargs}
+    return FlowModel(2, **kwargs)
+
+
+def test_trainable_variables_hold_every_conditioner_weight():
+    model = _small_model()
+    assert len(model.trainable_variables) == 4 * (2 * 3 + 1)
+    ids = {id(v.value) for v in model.trainable_variables}
+    assert ids == {id(v) for v in model.distribution.trainable_variables}
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_fit_changes_every_weight_and_lowers_the_loss(jit_compile):
+    x = _moons(2048, 0)
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(3e-3), jit_compile=jit_compile)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    history = model.fit(x, epochs=3, batch_size=128, verbose=0)
+    unchanged = [
+        v.path for v, b in zip(model.trainable_variables, before) if np.array_equal(v.numpy(), b)
+    ]
+    assert not unchanged, f"fit left these weights unchanged: {unchanged}"
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    np.testing.assert_allclose(history.history["nll"], history.history["loss"], rtol=1e-6)
+
+
+def test_fit_accepts_datasets_validation_and_callbacks(tmp_path):
+    x = _moons(1024, 0)
+    model = _small_model()
+    model.compile()
+    train = tf.data.Dataset.from_tensor_slices(x).shuffle(1024, seed=0).batch(128)
+    val = tf.data.Dataset.from_tensor_slices(_moons(256, 1)).batch(128)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_loss", save_best_only=True),
+        keras.callbacks.TensorBoard(str(tmp_path / "logs")),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    history = model.fit(train, validation_data=val, epochs=2, callbacks=callbacks, verbose=0)
+    assert set(history.history) >= {"loss", "nll", "val_loss", "val_nll"}
+    assert (tmp_path / "best.keras").exists()
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    reloaded = keras.models.load_model(tmp_path / "best.keras")
+    assert np.all(np.isfinite(reloaded.log_prob(x[:10])))
+    # Standardisation was fitted on the dataset before training.
+    assert not model.preprocessing.needs_adapt
+    np.testing.assert_allclose(model.preprocessing.mean.numpy(), x.mean(0), atol=1e-5)
+
+
+def test_validation_split_fits_statistics_on_the_training_part_only():
+    x = np.concatenate([np.zeros((90, 2)), np.full((10, 2), 100.0)]).astype("float32")
+    x[:90] += np.random.default_rng(0).standard_normal((90, 2)).astype("float32")
+    model = _small_model()
+    model.compile()
+    history = model.fit(x, epochs=1, batch_size=30, validation_split=0.1, shuffle=False, verbose=0)
+    assert "val_nll" in history.history
+    np.testing.assert_allclose(model.preprocessing.mean.numpy(), x[:90].mean(0), atol=1e-5)
+
+
+def test_log_prob_and_call_agree_with_the_distribution():
+    model = _small_model()
+    model.adapt(_moons(512, 0))
+    x = _moons(16, 2)
+    np.testing.assert_allclose(model(x), model.distribution.log_prob(x), rtol=1e-6)
+    np.testing.assert_allclose(model.log_prob(x), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_sample_is_reproducible_from_its_seed():
+    model = _small_model()
+    for v in model.trainable_variables:
+        v.assign(0.1 * tf.random.stateless_normal(v.shape, seed=[1, 2]))
+    a = model.sample(50, seed=7)
+    np.testing.assert_array_equal(a, model.sample(50, seed=7))
+    assert not np.allclose(a, model.sample(50, seed=8))
+    assert a.shape == (50, 2)
+    # Temperature 0 maps the latent origin to one point.
+    cold = model.sample(3, seed=7, temperature=0.0).numpy()
+    np.testing.assert_allclose(cold, np.repeat(cold[:1], 3, axis=0))
+
+
+def _random_weights(model, scale=0.2):
+    rng = np.random.default_rng(0)
+    for v in model.trainable_variables:
+        v.assign(scale * rng.standard_normal(v.shape))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(standardize=True),
+        dict(standardize=False, logit_alpha=0.05),
+        dict(standardize=True, integer_levels=17, logit_alpha=0.05),
+        dict(standardize=False, integer_levels=5),
+    ],
+    ids=["standardize", "logit", "integer_logit_standardize", "integer"],
+)
+def test_log_prob_is_exact_in_data_space(options):
+    # Against the change of variables computed by autodiff: log N(u(x)) + log|det du/dx|,
+    # where u is the whole data -> latent map, preprocessing included.
+    model = FlowModel(3, num_couplings=3, hidden_units=(8,), flow_dtype="float64", **options)
+    levels = options.get("integer_levels")
+    rng = np.random.default_rng(1)
+    if levels:
+        data = rng.integers(0, levels, size=(200, 3)).astype("float64")
+        x = rng.integers(0, levels, size=(6, 3)) + rng.uniform(size=(6, 3))
+    elif options.get("logit_alpha"):
+        data = rng.uniform(size=(200, 3))
+        x = rng.uniform(0.01, 0.99, size=(6, 3))
+    else:
+        data = rng.standard_normal((200, 3)) * [3.0, 0.5, 1.0] + [10.0, -2.0, 0.0]
+        x = data[:6]
+    model.adapt(data)
+    _random_weights(model)
+    x = tf.constant(x, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        u = model.distribution.bijector.inverse(x)
+    _, log_det = tf.linalg.slogdet(tape.batch_jacobian(u, x))
+    expected = -0.5 * tf.reduce_sum(u**2, -1) - 1.5 * math.log(2 * math.pi) + log_det
+    # float64 all the way; the LU factorisation of a 3x3 Jacobian: ~1e-12.
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-9)
+
+
+def test_bits_per_dim_for_integer_data():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data.astype("float32")
+    model = FlowModel(64, num_couplings=2, hidden_units=(32,), integer_levels=17, logit_alpha=0.05)
+    model.compile()
+    history = model.fit(digits[:512], epochs=1, batch_size=128, verbose=0)
+    np.testing.assert_allclose(
+        history.history["bits_per_dim"][0], history.history["nll"][0] / (64 * math.log(2)), rtol=1e-5
+    )
+    result = model.evaluate(digits[512:768], verbose=0, return_dict=True)
+    assert set(result) >= {"loss", "nll", "bits_per_dim"}
+    # Dequantization noise is drawn fresh at each step: two evaluations differ a little.
+    again = model.evaluate(digits[512:768], verbose=0, return_dict=True)
+    assert result["nll"] != again["nll"]
+    assert abs(result["nll"] - again["nll"]) < 0.05 * abs(result["nll"])
+
+
+def test_save_and_load_keras_file(tmp_path):
+    x = _moons(1024, 0)
+    model = _small_model(permutation="random", seed=4, log_scale_bound="sigmoid")
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, epochs=1, batch_size=128, verbose=0)
+    path = tmp_path / "flow.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, FlowModel)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.log_prob(x[:100]), model.log_prob(x[:100]))
+    np.testing.assert_array_equal(loaded.sample(20, seed=3), model.sample(20, seed=3))
+    # The optimizer comes back too, so training resumes from the same state.
+    assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy() > 0
+    loaded.fit(x, epochs=1, batch_size=128, verbose=0)
+    assert not loaded.preprocessing.needs_adapt
+
+
+def test_save_and_load_weights(tmp_path):
+    model = _small_model(seed=2)
+    model.adapt(_moons(512, 0))
+    _random_weights(model)
+    path = tmp_path / "flow.weights.h5"
+    model.save_weights(path)
+    fresh = _small_model(seed=2)
+    fresh.load_weights(path)
+    x = _moons(64, 1)
+    np.testing.assert_array_equal(fresh.log_prob(x), model.log_prob(x))
+    np.testing.assert_array_equal(fresh.sample(10, seed=1), model.sample(10, seed=1))
+
+
+def test_bad_input():
+    model = _small_model()
+    with pytest.raises(ValueError, match="takes no loss; got loss='mse'"):
+        model.compile(loss="mse")
+    with pytest.raises(ValueError, match="event size 3 does not match the model's 2"):
+        model.log_prob(np.zeros((4, 3), "float32"))
+    with pytest.raises(ValueError, match=r"expected data of shape \[n, 2\]; got shape \(4, 3\)"):
+        model.adapt(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.adapt(np.array([[0.0, np.nan], [1.0, 2.0]]))
+    digits_model = FlowModel(2, num_couplings=1, hidden_units=(4,), integer_levels=4)
+    with pytest.raises(ValueError, match=r"integer data must lie in \[0, 3\] .* got values in \[0.0, 7.0\]"):
+        digits_model.adapt(np.array([[0.0, 7.0], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"logit_alpha must be in \[0, 1\); got 1.5"):
+        FlowModel(2, logit_alpha=1.5)
+
+
+@pytest.mark.slow
+def test_short_fit_on_two_moons_clears_a_loose_bar():
+    # A regression guard, not the quality target (that is benchmarks/two_moons_quality.py).
+    model = FlowModel(2, num_couplings=6, hidden_units=(64, 64))
+    model.compile(keras.optimizers.Adam(5e-3))
+    model.fit(_moons(8000, 0), epochs=12, batch_size=128, verbose=0)
+    nll = -float(np.mean(model.log_prob(_moons(2000, 1))))
+    assert nll < 0.8, f"test NLL {nll:.3f} nats after a short fit; expected < 0.8"
+
+
+def _run(args, env=None, timeout=240):
+    return subprocess.run(
+        [sys.executable, str(HERE / "_distributed.py"), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_matches_one_device(tmp_path):
+    out = tmp_path / "mirrored.json"
+    proc = _run(["mirrored", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["replicas"] == 2
+    # Same data, batches and init; the two replicas' gradients are summed in a different
+    # order than one device's: float32 rounding only.
+    np.testing.assert_allclose(result["mirrored_losses"], result["single_losses"], rtol=1e-5)
+    assert result["max_weight_diff"] < 1e-5, result
+    assert result["max_weight_change"] > 1e-2
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_fit_on_loopback(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(HERE / "_distributed.py"), "worker", str(tmp_path / f"w{index}.npz")],
+                env={**os.environ, "TF_CONFIG": config},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    single = _run(["single", str(tmp_path / "single.npz")])
+    assert single.returncode == 0, single.stderr[-3000:]
+    w0, w1, ref = (np.load(tmp_path / f"{name}.npz") for name in ("w0", "w1", "single"))
+    assert int(w0["replicas"]) == 2
+    weights = [k for k in w0.files if k.startswith("arr_")]
+    for k in weights:
+        np.testing.assert_array_equal(w0[k], w1[k])  # the workers agree exactly
+        # Each worker takes half of every global batch; the all-reduced gradient equals the
+        # single process's up to float32 summation order.
+        np.testing.assert_allclose(w0[k], ref[k], atol=1e-5)

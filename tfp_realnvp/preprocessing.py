@@ -1,0 +1,173 @@
+"""Preprocessing as bijectors, so `log_prob` stays exact in the user's data space.
+
+The map from data `x` to the flow's input `u`, each step optional and each with its
+log-determinant counted:
+
+```none
+integer data:   v = x / levels                          (x dequantized: x_int + U[0, 1))
+logit:          w = logit(alpha + (1 - alpha) * v)      (data in [0, 1], Real NVP [1])
+standardise:    u = (w - mean) / std                    (mean, std fitted on training data)
+```
+
+`Preprocessing.bijector()` returns the inverse of this map as a `tfb.Chain` (flow space to
+data space, TFP's generative direction); with it, `log p(x) = log p_flow(u) + log|det du/dx|`.
+
+References:
+  [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real NVP.
+      ICLR 2017. https://arxiv.org/abs/1605.08803
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = [
+    "Preprocessing",
+]
+
+tfb = tfp.bijectors
+
+# Standard deviations below this are treated as 1, so a constant feature does not divide by 0.
+_MIN_STD = 1e-8
+
+
+@keras.saving.register_keras_serializable(package="tfp_realnvp")
+class Preprocessing(keras.layers.Layer):
+    """Holds the data-to-flow preprocessing and its fitted statistics.
+
+    Args:
+      event_size: Number of features.
+      standardize: Fit a per-feature mean and standard deviation with `adapt` and map the
+        data to zero mean, unit variance. Defaults to `True`.
+      integer_levels: For integer data in `{0, ..., levels - 1}`: the number of levels. The
+        model adds uniform noise in `[0, 1)` during training (dequantization) and divides by
+        `levels`. Defaults to `None` (continuous data).
+      logit_alpha: Apply `logit(alpha + (1 - alpha) * v)` to data in `[0, 1]` (after the
+        division by `levels`, for integer data). Defaults to `None` (no logit).
+      **kwargs: Passed to `keras.layers.Layer` (`dtype`, `name`).
+
+    Raises:
+      ValueError: If `integer_levels < 2`, or `logit_alpha` is not in `[0, 1)`.
+    """
+
+    def __init__(
+        self,
+        event_size: int,
+        *,
+        standardize: bool = True,
+        integer_levels: int | None = None,
+        logit_alpha: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if integer_levels is not None and int(integer_levels) < 2:
+            raise ValueError(f"integer_levels must be >= 2; got {integer_levels!r}")
+        if logit_alpha is not None and not 0.0 <= float(logit_alpha) < 1.0:
+            raise ValueError(f"logit_alpha must be in [0, 1); got {logit_alpha!r}")
+        self.event_size = int(event_size)
+        self.standardize = bool(standardize)
+        self.integer_levels = None if integer_levels is None else int(integer_levels)
+        self.logit_alpha = None if logit_alpha is None else float(logit_alpha)
+        self.mean = self.add_weight(name="mean", shape=(self.event_size,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(self.event_size,), initializer="ones", trainable=False)
+        self.adapted = self.add_weight(name="adapted", shape=(), initializer="zeros", trainable=False)
+        self.built = True
+        self._bijector = self._make_bijector()
+
+    @property
+    def needs_adapt(self) -> bool:
+        """Whether `adapt` must still be called (standardisation with no fitted statistics)."""
+        return self.standardize and not bool(self.adapted.numpy())
+
+    def _make_bijector(self) -> tfb.Bijector:
+        steps = []  # generative order: u -> w -> v -> x
+        dtype = self.mean.dtype
+        if self.standardize:
+            # Reads the variables at call time, so adapt() and load_weights() take effect.
+            steps += [tfb.Scale(self.std.value), tfb.Shift(self.mean.value)]
+        if self.logit_alpha is not None:
+            alpha = self.logit_alpha
+            steps += [
+                tfb.Sigmoid(),
+                tfb.Shift(tf.constant(-alpha, dtype)),
+                tfb.Scale(tf.constant(1.0 / (1.0 - alpha), dtype)),
+            ]
+        if self.integer_levels is not None:
+            steps += [tfb.Scale(tf.constant(self.integer_levels, dtype))]
+        return tfb.Chain(steps[::-1], name="preprocessing") if steps else tfb.Identity()
+
+    def bijector(self) -> tfb.Bijector:
+        """The map from the flow's space to data space (the inverse of the preprocessing)."""
+        return self._bijector
+
+    def to_flow_space(self, x: np.ndarray) -> np.ndarray:
+        """The unstandardised map `x -> w` in numpy, for fitting the statistics."""
+        w = np.asarray(x, np.float64)
+        if self.integer_levels is not None:
+            w = w / self.integer_levels
+        if self.logit_alpha is not None:
+            p = self.logit_alpha + (1.0 - self.logit_alpha) * w
+            with np.errstate(divide="ignore"):
+                w = np.log(p) - np.log1p(-p)
+        return w
+
+    def check(self, x: np.ndarray) -> None:
+        """Raises ValueError if `x` does not fit this preprocessing (shape, range, finiteness)."""
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.event_size:
+            raise ValueError(f"expected data of shape [n, {self.event_size}]; got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("data has NaN or infinite values; expected finite values")
+        if self.integer_levels is not None:
+            if x.min() < 0 or x.max() > self.integer_levels - 1:
+                raise ValueError(
+                    f"integer data must lie in [0, {self.integer_levels - 1}] (integer_levels="
+                    f"{self.integer_levels}); got values in [{x.min()}, {x.max()}]"
+                )
+        elif self.logit_alpha is not None and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"the logit transform needs data in [0, 1]; got values in [{x.min()}, {x.max()}]"
+            )
+
+    def adapt(self, data: np.ndarray | tf.data.Dataset, *, max_batches: int | None = None) -> None:
+        """Fits the standardisation statistics on training data (integer data at cell centres).
+
+        Args:
+          data: A `[n, event_size]` array, or a `tf.data.Dataset` of such batches (or of
+            `(x, ...)` tuples).
+          max_batches: With a dataset, read at most this many batches. Defaults to `None`.
+
+        Raises:
+          ValueError: If the data have the wrong shape, or values outside the preprocessing's
+            range.
+        """
+        if isinstance(data, tf.data.Dataset):
+            batches = []
+            for i, batch in enumerate(data):
+                if max_batches is not None and i >= max_batches:
+                    break
+                batches.append(np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch))
+            data = np.concatenate(batches, axis=0)
+        data = np.asarray(data)
+        self.check(data)
+        if self.integer_levels is not None:
+            data = data + 0.5  # cell centres: the dequantized data's mean
+        w = self.to_flow_space(data)
+        std = w.std(axis=0)
+        self.mean.assign(w.mean(axis=0).astype(self.mean.dtype))
+        self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
+        self.adapted.assign(1.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "event_size": self.event_size,
+            "standardize": self.standardize,
+            "integer_levels": self.integer_levels,
+            "logit_alpha": self.logit_alpha,
+        }

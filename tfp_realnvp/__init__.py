@@ -4,6 +4,7 @@ from tfp_realnvp.affine_coupling import AffineCoupling
 from tfp_realnvp.bounds import LOG_SCALE_BOUNDS
 from tfp_realnvp.bounds import TanhLogScale
 from tfp_realnvp.conditioners import MLPConditioner
+from tfp_realnvp.export import export_saved_model
 from tfp_realnvp.flows import coupling_layers
 from tfp_realnvp.flows import keras_layers
 from tfp_realnvp.flows import permutation_indices
@@ -23,6 +24,7 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "coupling_layers",
+    "export_saved_model",
     "keras_layers",
     "permutation_indices",
     "real_nvp",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -279,6 +281,14 @@ class FlowModel(keras.Model):
         return self.get_metrics_result()
 
     # -- saving -------------------------------------------------------------------------
+
+    def export_saved_model(
+        self, base_dir: str | os.PathLike[str], *, version: int | None = None
+    ) -> pathlib.Path:
+        """Exports as `base_dir/<version>/` for TF Serving; see `tfp_realnvp.export_saved_model`."""
+        from tfp_realnvp.export import export_saved_model  # export depends on model, not the reverse
+
+        return export_saved_model(self, base_dir, version=version)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._flow_config}

@@ -1,0 +1,313 @@
+"""export_saved_model: a `FlowModel` as a versioned SavedModel that TF Serving serves.
+
+TF Serving watches a base directory and serves the highest integer-named version folder in it,
+`base_dir/<version>/`, loading each with TensorFlow's C++ SavedModel loader (tag `serve`).
+`export_saved_model` writes such a version with five signatures, each a pure TensorFlow graph
+(no Python, no TensorFlow Probability needed to load it). With `f = bijector.inverse` the map
+from data `x` to latent `z` (preprocessing included: standardisation, integer scaling, logit):
+
+```none
+serving_default, log_prob:  x [n, D]                  -> log_prob [n] = log p(x)
+sample:                     num_samples, seed,        -> samples [num_samples, D]
+                            temperature                  = f^{-1}(temperature * eps),
+                                                         eps ~ N(0, I) from seed [seed, 0]
+forward:                    z [n, D]                  -> x [n, D] = f^{-1}(z)
+inverse:                    x [n, D]                  -> z [n, D] = f(x),
+                                                         log_det_jacobian [n] = log|det df/dx|
+```
+
+so that `log_prob = log N(z; 0, I) + log_det_jacobian`. Clients send raw data: the
+preprocessing is inside the graph, exactly as `FlowModel.log_prob` includes it. Every `[n, D]`
+input is checked at run time (`EnsureShape`), so a batch with the wrong number of features fails
+instead of broadcasting. Float inputs and outputs have the model's `flow_dtype`; `num_samples`
+is int32 and `seed` int64. A SavedModel signature has no default values, and TF Serving rejects
+a request that lacks one of the signature's inputs ("input size does not match signature"), so a
+`sample` request must send all three.
+
+The export goes through `keras.export.ExportArchive` with the model tracked: a `tf.Module`
+wrapping a Keras 3 model and saved with `tf.saved_model.save` loads in Python but fails in the
+C++ loader ("Could not find variable").
+
+Writes are atomic: the SavedModel is written under a hidden temporary name in `base_dir`
+(`.tmp-<version>-<random>`, which TF Serving ignores, since it is not an integer) and renamed to
+`<version>` when complete, so TF Serving never sees half a version; the temporary folder is
+removed if the export fails. An existing version is never overwritten.
+
+Example:
+
+    >>> model = FlowModel(2, num_couplings=4, hidden_units=(64, 64))
+    >>> model.fit(x_train, epochs=10)  # doctest: +SKIP
+    >>> export_saved_model(model, "saved_models/two_moons")  # doctest: +SKIP
+    PosixPath('saved_models/two_moons/1')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from numbers import Integral
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfp_realnvp.model import FlowModel
+
+__all__ = [
+    "CONFIG_ASSET",
+    "SIGNATURE_KEYS",
+    "export_saved_model",
+]
+
+SIGNATURE_KEYS: tuple[str, ...] = ("serving_default", "log_prob", "sample", "forward", "inverse")
+"""The signatures every export has, in the order they are added."""
+
+CONFIG_ASSET = pathlib.PurePosixPath("assets.extra", "flow_config.json")
+"""The model's configuration, relative to the version folder. `assets.extra/` is TF Serving's
+place for files beside a SavedModel (e.g. warm-up requests); the loaders ignore it."""
+
+# TF Serving parses version folder names as int64; only ASCII digits name a version.
+_VERSION_NAME = re.compile(r"[0-9]+")
+_MAX_VERSION = 2**63 - 1
+_TEMP_PREFIX = ".tmp-"
+# With version=None, concurrent exporters may pick the same number: the loser of the rename
+# takes the next free one, this many times at most.
+_MAX_RENAME_ATTEMPTS = 16
+
+
+def _check_version(version: Any) -> int:
+    if isinstance(version, bool) or not isinstance(version, Integral):
+        raise ValueError(
+            f"version must be a positive integer or None; got {version!r} of type "
+            f"{type(version).__name__}"
+        )
+    if not 1 <= int(version) <= _MAX_VERSION:
+        raise ValueError(f"version must be in [1, 2**63 - 1] (TF Serving's int64); got {version}")
+    return int(version)
+
+
+def _existing_versions(base_dir: pathlib.Path) -> dict[int, str]:
+    """The version folders TF Serving would see in `base_dir`, by number (name as found)."""
+    versions = {}
+    if base_dir.is_dir():
+        for entry in base_dir.iterdir():
+            if _VERSION_NAME.fullmatch(entry.name):
+                versions[int(entry.name)] = entry.name
+    return versions
+
+
+def _next_version(base_dir: pathlib.Path) -> int:
+    return max(_existing_versions(base_dir), default=0) + 1
+
+
+def _raise_if_exists(base_dir: pathlib.Path, version: int) -> None:
+    name = _existing_versions(base_dir).get(version)
+    if name is not None:
+        found = "" if name == str(version) else f" (as {name!r})"
+        raise FileExistsError(
+            f"version {version} already exists in {base_dir}{found}; choose another version or "
+            "leave version=None"
+        )
+
+
+_Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
+
+
+def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
+    """The signature functions and their input specs, by signature key."""
+    size, dtype = model.event_size, model.flow_dtype
+    bijector = model.distribution.bijector  # forward: z -> x, preprocessing included
+
+    def batch(name: str) -> tf.TensorSpec:
+        return tf.TensorSpec([None, size], dtype, name=name)
+
+    def checked(tensor: tf.Tensor, shape: list[int | None] | None = None) -> tf.Tensor:
+        # A placeholder's shape is not enforced when a server feeds it (a [n, 1] batch would
+        # broadcast against [D] statistics); EnsureShape is, with a message naming both shapes.
+        return tf.ensure_shape(tensor, [None, size] if shape is None else shape)
+
+    def log_prob(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"log_prob": model.log_prob(checked(x))}
+
+    def sample(
+        num_samples: tf.Tensor, seed: tf.Tensor, temperature: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        # Scalars: a row-format request would send each as a batch of shape [1].
+        num_samples, seed, temperature = (checked(t, []) for t in (num_samples, seed, temperature))
+        check = tf.debugging.assert_non_negative(
+            num_samples, message="sample: num_samples must be >= 0"
+        )
+        # Without the dependency the sampler may run first and fail with its own message.
+        with tf.control_dependencies([check]):
+            num_samples = tf.identity(num_samples)
+        return {"samples": model.sample(num_samples, seed=seed, temperature=temperature)}
+
+    def forward(z: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"x": bijector.forward(checked(z))}
+
+    def inverse(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = checked(x)
+        return {
+            "z": bijector.inverse(x),
+            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=1),
+        }
+
+    sample_specs = [
+        tf.TensorSpec([], tf.int32, name="num_samples"),
+        tf.TensorSpec([], tf.int64, name="seed"),
+        tf.TensorSpec([], dtype, name="temperature"),
+    ]
+    return {
+        "serving_default": (log_prob, [batch("x")]),
+        "log_prob": (log_prob, [batch("x")]),
+        "sample": (sample, sample_specs),
+        "forward": (forward, [batch("z")]),
+        "inverse": (inverse, [batch("x")]),
+    }
+
+
+def _flow_config(model: FlowModel) -> dict[str, Any]:
+    import tfp_realnvp  # at call time: tfp_realnvp/__init__ imports this module
+
+    return {
+        "tfp_realnvp_version": tfp_realnvp.__version__,
+        "config": model.get_config(),
+        "signatures": list(SIGNATURE_KEYS),
+    }
+
+
+def _write_saved_model(model: FlowModel, path: pathlib.Path) -> None:
+    """Writes the SavedModel (signatures and `assets.extra/flow_config.json`) into `path`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)  # the variables then live in the SavedModel the C++ loader restores
+    for key, (function, input_signature) in _signature_functions(model).items():
+        archive.add_endpoint(name=key, fn=function, input_signature=input_signature)
+    archive.write_out(str(path), verbose=False)
+    config_path = path / CONFIG_ASSET
+    config_path.parent.mkdir(exist_ok=True)
+    config_path.write_text(json.dumps(_flow_config(model), indent=2) + "\n")
+
+
+def _fsync_tree(path: pathlib.Path) -> None:
+    """Flushes every file and folder under `path` to disk, so the rename publishes whole files."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(pathlib.Path(root))
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot sync a directory; the files are synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def export_saved_model(
+    model: FlowModel,
+    base_dir: str | os.PathLike[str],
+    *,
+    version: int | None = None,
+) -> pathlib.Path:
+    """Exports `model` as `base_dir/<version>/`, a SavedModel that TF Serving serves.
+
+    The signatures (inputs and outputs by name, `D = model.event_size`, float tensors in
+    `model.flow_dtype`, every `[n, D]` batch of any size `n`, checked to have `D` features):
+
+    ```none
+    serving_default, log_prob:  x [n, D]                     -> log_prob [n]
+    sample:                     num_samples (int32), seed (int64),
+                                temperature (float), scalars -> samples [num_samples, D]
+    forward:                    z [n, D]                     -> x [n, D]
+    inverse:                    x [n, D]                     -> z [n, D], log_det_jacobian [n]
+    ```
+
+    `log_prob` equals `model.log_prob(x)` (preprocessing included); a row with a NaN gives a NaN
+    `log_prob` and leaves the other rows alone. `sample` equals
+    `model.sample(num_samples, seed=seed, temperature=temperature)`: the stateless seed
+    `[seed, 0]`, so the same seed gives the same samples. `log_det_jacobian` is
+    `log|det dz/dx|`, with the preprocessing's part. The folder also holds
+    `assets.extra/flow_config.json` (the model's config and the package version).
+
+    The SavedModel is written under a temporary name in `base_dir` and renamed to `<version>`
+    when complete; on failure the temporary folder is removed. A process killed mid-export can
+    leave a `.tmp-*` folder, which TF Serving ignores (it is not a version number).
+
+    Args:
+      model: A `FlowModel` with fitted preprocessing statistics (after `fit` or `adapt`).
+      base_dir: The model's folder, TF Serving's `--model_base_path`; created if missing.
+      version: The version number, a positive integer not already in `base_dir`. Defaults to
+        `None`: one more than the highest existing version, or 1.
+
+    Returns:
+      The path of the new version folder, `base_dir/<version>`.
+
+    Raises:
+      TypeError: If `model` is not a `FlowModel`.
+      ValueError: If `version` is not a positive integer, or the model's standardisation has
+        not been fitted.
+      FileExistsError: If `version` already exists in `base_dir` (also as e.g. `003`).
+      NotADirectoryError: If `base_dir` exists and is not a directory.
+
+    Example:
+
+    ```python
+    model = FlowModel(2, num_couplings=4, hidden_units=(64, 64))
+    model.compile(optimizer="adam")
+    model.fit(x_train, epochs=10, batch_size=256)
+    export_saved_model(model, "saved_models/two_moons")  # saved_models/two_moons/1
+    export_saved_model(model, "saved_models/two_moons")  # saved_models/two_moons/2
+    ```
+    """
+    if not isinstance(model, FlowModel):
+        raise TypeError(f"model must be a FlowModel; got {type(model).__name__}")
+    if version is not None:
+        version = _check_version(version)
+    if model.preprocessing.needs_adapt:
+        raise ValueError(
+            "the model's standardisation has not been fitted: call model.fit(x) or "
+            "model.adapt(x) before exporting"
+        )
+    base_dir = pathlib.Path(base_dir)
+    if base_dir.exists() and not base_dir.is_dir():
+        raise NotADirectoryError(f"base_dir {base_dir} exists and is not a directory")
+    if version is not None:
+        _raise_if_exists(base_dir, version)  # before the expensive part
+    base_dir.mkdir(parents=True, exist_ok=True)
+
+    label = "auto" if version is None else str(version)
+    temp = pathlib.Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{label}-", dir=base_dir))
+    try:
+        _write_saved_model(model, temp)
+        _fsync_tree(temp)
+        for _ in range(_MAX_RENAME_ATTEMPTS):
+            target = _next_version(base_dir) if version is None else version
+            _raise_if_exists(base_dir, target)
+            final = base_dir / str(target)
+            try:
+                os.rename(temp, final)  # atomic; fails if `final` appeared and is not empty
+            except OSError:
+                if not final.exists():
+                    raise
+                if version is not None:
+                    _raise_if_exists(base_dir, version)
+                continue  # another exporter took this number: take the next
+            _fsync_dir(base_dir)
+            return final
+        raise FileExistsError(
+            f"could not claim a free version in {base_dir} after {_MAX_RENAME_ATTEMPTS} "
+            "attempts: other exports keep taking them; pass version= explicitly"
+        )
+    finally:
+        # Whatever happened (an error, KeyboardInterrupt), no half-written export stays behind.
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)

@@ -1,5 +1,10 @@
 """tfp_realnvp: Real NVP normalizing flows as TensorFlow Probability bijectors and distributions."""
 
+import os as _os
+
+# TensorFlow's C++ INFO/WARNING lines drown the command line's output; users can still set it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from tfp_realnvp.affine_coupling import AffineCoupling
 from tfp_realnvp.bounds import LOG_SCALE_BOUNDS
 from tfp_realnvp.bounds import TanhLogScale

@@ -286,6 +286,8 @@ def export_saved_model(
 
     label = "auto" if version is None else str(version)
     temp = pathlib.Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{label}-", dir=base_dir))
+    # mkdtemp makes the folder private (0700); a model server running as another user must read it.
+    temp.chmod(0o755)
     try:
         _write_saved_model(model, temp)
         _fsync_tree(temp)

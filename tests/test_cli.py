@@ -1,0 +1,468 @@
+"""The tfp-realnvp command line, run as a user runs it: one subprocess per command.
+
+Every subprocess pays TensorFlow's import (about 10 s of CPU), so independent commands run
+concurrently (`_run_all`) in two batches, each a module fixture the tests assert on: what needs no
+trained model (the trainings, --help, bad input end to end), then what uses the trained model
+(evaluate, sample, plot). The other bad inputs, and export and inspect, run `cli.main` in this
+process: the same code path minus the import, with stderr captured at the file-descriptor level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfp_realnvp import cli
+
+# TensorFlow's C++ logging writes to stderr before any Python code can silence it: while
+# `import tensorflow` runs ("Could not find cuda drivers" on a CPU-only machine), and for errors
+# inside tf.data (a continuation line starts with a tab). Those lines are TensorFlow's, not the
+# command's, whose own error report is the one line these tests check.
+_TF_LOG = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"
+    r"|To enable the following instructions: .*"
+    r"|\t.*"
+)
+_MAX_PARALLEL = 6  # TF imports are CPU-bound: more processes than this only share the same cores
+_TIMEOUT_S = 300
+
+
+@dataclasses.dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def own_stderr(self) -> list[str]:
+        """stderr without TensorFlow's C++ log lines."""
+        return [line for line in self.stderr.splitlines() if line and not _TF_LOG.fullmatch(line)]
+
+    def __str__(self) -> str:  # what a failed assertion shows
+        return f"$ {shlex.join(self.args)}\nexit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def _run_all(commands: dict[str, tuple[list[str], pathlib.Path]]) -> dict[str, Result]:
+    """Runs `{name: (arguments, cwd)}` as `python -m tfp_realnvp ARGS`, a few at a time."""
+    pending = list(commands.items())
+    running: dict[str, tuple[subprocess.Popen, list[str]]] = {}
+    results: dict[str, Result] = {}
+    env = {**os.environ, "COLUMNS": "100"}
+    deadline = time.monotonic() + _TIMEOUT_S
+    while pending or running:
+        while pending and len(running) < _MAX_PARALLEL:
+            name, (args, cwd) = pending.pop(0)
+            argv = [sys.executable, "-m", "tfp_realnvp", *args] if args[:1] != ["<script>"] else args[1:]
+            running[name] = (
+                subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                argv,
+            )
+        done = [name for name, (proc, _) in running.items() if proc.poll() is not None]
+        if not done:
+            if time.monotonic() > deadline:
+                for proc, _ in running.values():
+                    proc.kill()
+                raise TimeoutError(f"commands still running after {_TIMEOUT_S} s: {sorted(running)}")
+            time.sleep(0.2)
+        for name in done:
+            proc, argv = running.pop(name)
+            stdout, stderr = proc.communicate()
+            results[name] = Result(argv, proc.returncode, stdout, stderr)
+    return results
+
+
+def _snapshot(path: pathlib.Path) -> dict[str, tuple[str, int]]:
+    """Every file and folder under `path`: a file's SHA-256 and mtime, a folder's name alone."""
+    entries = [path] if path.is_file() else sorted(path.rglob("*"))
+    return {
+        str(p.relative_to(path.parent)):
+            (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) if p.is_file() else ("dir", 0)
+        for p in entries
+    }
+
+
+def _only_run_dir(cwd: pathlib.Path) -> pathlib.Path:
+    (run_dir,) = (cwd / "runs").glob("two_moons-*")
+    return run_dir
+
+
+def _assert_one_line_error(returncode: int, stderr_lines: list[str], pattern: str, shown: object) -> None:
+    assert returncode == 2, shown
+    assert not any("Traceback" in line for line in stderr_lines), shown
+    assert len(stderr_lines) == 1, shown
+    assert stderr_lines[0].startswith("tfp-realnvp: error: "), shown
+    assert re.search(pattern, stderr_lines[0]), f"{stderr_lines[0]!r} does not match {pattern!r}"
+
+
+def _assert_subprocess_error(result: Result, pattern: str) -> None:
+    _assert_one_line_error(result.returncode, result.own_stderr, pattern, result)
+
+
+def _main(argv: list[str], capfd) -> tuple[int, str, list[str]]:
+    """`cli.main(argv)` in this process: (exit status, stdout, stderr lines without TensorFlow's logs)."""
+    capfd.readouterr()
+    status = cli.main(argv)
+    out, err = capfd.readouterr()
+    return status, out, [line for line in err.splitlines() if line and not _TF_LOG.fullmatch(line)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch 1: what needs no trained model: the trainings, --help, and bad input end to end.
+
+_QUICK_FLOW = ["--couplings", "2", "--hidden-units", "16"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> pathlib.Path:
+    work = tmp_path_factory.mktemp("cli")
+    (work / "default").mkdir()
+    user = np.random.default_rng(0).normal(size=(1500, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    np.savetxt(work / "user.csv", user, delimiter=",", fmt="%.6f", header="a,b,c", comments="")
+    (work / "taken.npy").write_bytes(b"precious")
+    return work
+
+
+def _console_script() -> str | None:
+    script = pathlib.Path(sys.executable).with_name("tfp-realnvp")
+    return str(script) if script.exists() else shutil.which("tfp-realnvp")
+
+
+@pytest.fixture(scope="module")
+def first(work) -> dict[str, Result]:
+    return _run_all({
+        # The default paths (runs/two_moons-<time>, saved_models/two_moons/1), on a quick setting.
+        "two_moons": (["train", "--epochs", "2", "--num-train", "2000", "--num-test", "500", *_QUICK_FLOW],
+                      work / "default"),
+        "digits": (["train", "--dataset", "digits", "--epochs", "1", "--num-train", "200", "--num-test", "50",
+                    *_QUICK_FLOW, "--no-export", "--output", "digits_run"], work),
+        # 45 kB > --stream-above 0.01 MiB: streamed from disk through tf.data.
+        "csv": (["train", "--dataset", "csv:user.csv", "--stream-above", "0.01", "--epochs", "1",
+                 "--couplings", "2", "--hidden-units", "8", "--no-export", "--output", "csv_run"], work),
+    })
+
+
+@pytest.mark.slow
+def test_train_writes_the_run_directory_and_an_export(first, work):
+    result = first["two_moons"]
+    assert result.returncode == 0, result
+    run_dir = _only_run_dir(work / "default")
+    for name in ("model.keras", "settings.json", "metrics.json", "history.json", "density.png", "samples.png",
+                 "loss.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (work / "default" / "saved_models" / "two_moons" / "1" / "saved_model.pb").is_file()
+    # Progress, then the table.
+    assert "Epoch 2/2" in result.stdout
+    assert re.search(r"^train\s+1800\s+\d+\.\d{4}$", result.stdout, re.M), result
+    assert re.search(r"^validation\s+200\s+\d+\.\d{4}$", result.stdout, re.M), result
+    assert re.search(r"^test\s+500\s+\d+\.\d{4}$", result.stdout, re.M), result
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) >= {"train", "validation", "test", "epochs_run", "best_epoch", "export"}
+    assert metrics["test"]["rows"] == 500 and np.isfinite(metrics["test"]["nll"])
+    assert metrics["export"] == os.path.join("saved_models", "two_moons", "1")
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["loss"]) == len(history["val_loss"]) == 2
+
+
+@pytest.mark.slow
+def test_settings_hold_the_command_that_repeats_the_run(first, work):
+    assert first["two_moons"].returncode == 0, first["two_moons"]
+    settings = json.loads((_only_run_dir(work / "default") / "settings.json").read_text())
+    words = shlex.split(settings["command"])
+    assert words[:2] == ["tfp-realnvp", "train"]
+    args = cli._build_parser().parse_args(words[1:])
+    # Every hyper-parameter is spelled out, so a later change of the recipe does not change the run.
+    given = (args.num_couplings, args.hidden_units, args.epochs, args.num_train, args.num_test)
+    assert given == (2, (16,), 2, 2000, 500)
+    assert args.batch_size == cli.RECIPES["two_moons"]["batch_size"]
+    assert args.learning_rate == cli.RECIPES["two_moons"]["learning_rate"]
+    assert args.export_dir == str(work / "default" / "saved_models" / "two_moons")
+    assert settings["argv"][1:] == first["two_moons"].args[3:]
+    assert settings["model"]["num_couplings"] == 2
+
+
+@pytest.mark.slow
+def test_digits_are_reported_in_bits_per_dim(first, work):
+    result = first["digits"]
+    assert result.returncode == 0, result
+    assert re.search(r"^split\s+rows\s+NLL \(nats\)\s+bits/dim$", result.stdout, re.M), result
+    assert re.search(r"^test\s+50\s+\d+\.\d{4}\s+\d+\.\d{4}$", result.stdout, re.M), result
+    metrics = json.loads((work / "digits_run" / "metrics.json").read_text())
+    assert metrics["test"]["bits_per_dim"] == pytest.approx(metrics["test"]["nll"] / (64 * np.log(2)), rel=1e-5)
+    assert (work / "digits_run" / "samples.png").is_file()
+    assert not (work / "digits_run" / "density.png").exists()  # 64-D: no density map
+
+
+@pytest.mark.slow
+def test_user_csv_trains_streamed_from_disk(first, work):
+    result = first["csv"]
+    assert result.returncode == 0, result
+    assert "streamed from disk" in result.stdout and "header row 1" in result.stdout
+    metrics = json.loads((work / "csv_run" / "metrics.json").read_text())
+    # 1500 rows: 300 test rows (every 5th), 1200 training rows of which 120 (every 10th) validate.
+    assert (metrics["train"]["rows"], metrics["validation"]["rows"], metrics["test"]["rows"]) == (1080, 120, 300)
+    assert (work / "csv_run" / "samples.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> tuple[pathlib.Path, dict[str, Result]]:
+    cwd = tmp_path_factory.mktemp("plain")
+    script = _console_script()
+    missing = ["train", "--dataset", "csv:missing.csv", "--epochs", "1", "--output", "out"]
+    return cwd, _run_all({
+        "help": (["--help"], cwd),
+        # Through the console script when installed: the other entry point.
+        "missing_file": ((["<script>", script] if script else []) + missing, cwd),
+    })
+
+
+def test_help_works_as_a_module(plain):
+    result = plain[1]["help"]
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("usage: tfp-realnvp ")
+    for command in ("train", "evaluate", "sample", "export", "inspect", "plot"):
+        assert re.search(rf"^    {command}\s+\S", result.stdout, re.M), result
+
+
+def test_a_missing_file_ends_the_process_with_one_line_and_status_2(plain):
+    cwd, results = plain
+    _assert_subprocess_error(results["missing_file"], r"no such file: missing\.csv$")
+    assert not any(cwd.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch 2: the commands that use the trained model.
+
+
+@pytest.fixture(scope="module")
+def model_path(first, work) -> pathlib.Path:
+    assert first["two_moons"].returncode == 0, first["two_moons"]
+    return _only_run_dir(work / "default") / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def used(model_path, work) -> dict[str, Result]:
+    cwd = work / "default"
+    model = str(model_path)
+    return _run_all({
+        "evaluate": (["evaluate", "--model", model], cwd),
+        "sample": (["sample", "--model", model, "-n", "50", "--seed", "7", "--output", "a.npy"], cwd),
+        "plot": (["plot", "--model", model, "--output", "replot"], cwd),
+    })
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_test_nll_of_the_run(used, work):
+    result = used["evaluate"]
+    assert result.returncode == 0, result
+    metrics = json.loads((_only_run_dir(work / "default") / "metrics.json").read_text())
+    (nll,) = re.findall(r"^test\s+500\s+(\d+\.\d{4})$", result.stdout, re.M)
+    assert float(nll) == pytest.approx(metrics["test"]["nll"], abs=1e-4)  # the table's 4 decimals
+
+
+@pytest.mark.slow
+def test_sample_is_reproducible_from_its_seed(used, work, model_path, capfd):
+    cwd = work / "default"
+    assert used["sample"].returncode == 0, used["sample"]
+    assert "Wrote 50 samples of 2 feature(s) to a.npy (seed 7, temperature 1)" in used["sample"].stdout
+    samples = np.load(cwd / "a.npy")
+    assert samples.shape == (50, 2) and np.all(np.isfinite(samples))
+    # Another process, the same seed: the same bytes. As CSV: the same samples, each float32 read back exactly.
+    sample = ["sample", "--model", str(model_path), "-n", "50", "--seed", "7", "--output"]
+    assert _main([*sample, str(cwd / "b.npy")], capfd)[0] == 0
+    assert (cwd / "b.npy").read_bytes() == (cwd / "a.npy").read_bytes()
+    assert _main([*sample, str(cwd / "c.csv")], capfd)[0] == 0
+    np.testing.assert_array_equal(np.loadtxt(cwd / "c.csv", delimiter=",", dtype=np.float32), samples)
+    assert _main(["sample", "--model", str(model_path), "-n", "50", "--seed", "8", "--output",
+                  str(cwd / "d.npy")], capfd)[0] == 0
+    assert not np.array_equal(np.load(cwd / "d.npy"), samples)
+
+
+@pytest.mark.slow
+def test_plot_redraws_the_figures_with_the_runs_history(used, work):
+    assert used["plot"].returncode == 0, used["plot"]
+    for name in ("density.png", "samples.png", "loss.png"):
+        assert (work / "default" / "replot" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sample_never_overwrites_its_output(model_path, work, capfd, monkeypatch):
+    monkeypatch.chdir(work / "default")
+    status, _, err = _main(["sample", "--model", str(model_path), "--output", "../taken.npy"], capfd)
+    _assert_one_line_error(status, err, r"--output \.\./taken\.npy already exists; expected a new file", err)
+    assert (work / "taken.npy").read_bytes() == b"precious"
+
+
+@pytest.mark.slow
+def test_export_adds_the_next_version_and_inspect_reads_it(model_path, work, capfd):
+    base = work / "default" / "saved_models" / "two_moons"
+    status, out, err = _main(["export", "--model", str(model_path), "--export-dir", str(base)], capfd)
+    assert status == 0, err
+    assert (base / "2" / "saved_model.pb").is_file()
+    status, out, err = _main(["inspect", str(base)], capfd)  # a base directory: its highest version
+    assert status == 0, err
+    assert out.startswith(f"SavedModel {base / '2'} ")
+    for key in ("serving_default", "log_prob", "sample", "forward", "inverse"):
+        assert f"signature '{key}'" in out, out
+    assert re.search(r"^    x\s+float32\s+\[-1, 2\]$", out, re.M), out
+    assert re.search(r"^    log_prob\s+float32\s+\[-1\]$", out, re.M), out
+    status, out, err = _main(["inspect", str(base / "1"), "--json"], capfd)
+    assert status == 0, err
+    num_samples = json.loads(out)["signatures"]["sample"]["inputs"]["num_samples"]
+    assert (num_samples["dtype"], num_samples["shape"]) == ("int32", [])
+
+
+@pytest.mark.slow
+def test_export_refuses_an_existing_version(model_path, work, capfd):
+    base = work / "default" / "saved_models" / "two_moons"
+    before = _snapshot(base / "1")
+    status, _, err = _main(["export", "--model", str(model_path), "--export-dir", str(base), "--version", "1"], capfd)
+    _assert_one_line_error(status, err, r"export version 1 already exists at .*1; expected a new version", err)
+    assert _snapshot(base / "1") == before
+
+
+@pytest.mark.slow
+def test_evaluate_and_plot_reject_data_with_another_feature_count(model_path, tmp_path, capfd):
+    np.savetxt(tmp_path / "three.csv", np.ones((10, 3)), delimiter=",")
+    spec = f"csv:{tmp_path / 'three.csv'}"
+    for command in (["evaluate"], ["plot", "--output", str(tmp_path / "figures")]):
+        status, _, err = _main([*command, "--model", str(model_path), "--dataset", spec], capfd)
+        _assert_one_line_error(status, err, r"three\.csv has 3 feature\(s\) per row but the model .* takes 2", err)
+    assert not (tmp_path / "figures").exists()
+
+
+def test_a_model_file_that_is_not_a_flow_is_named(tmp_path, capfd):
+    import keras
+
+    (tmp_path / "garbage.keras").write_text("garbage")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(tmp_path / "dense.keras")
+    for name, pattern in [("garbage.keras", r"garbage\.keras is not a \.keras archive \(not a zip file\)"),
+                          ("dense.keras", r"dense\.keras holds a Sequential, expected a tfp_realnvp FlowModel")]:
+        argv = ["sample", "--model", str(tmp_path / name), "--output", str(tmp_path / "s.npy")]
+        status, _, err = _main(argv, capfd)
+        _assert_one_line_error(status, err, pattern, err)
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_inspect_names_what_it_expected(tmp_path, capfd):
+    (tmp_path / "empty").mkdir()
+    status, _, err = _main(["inspect", str(tmp_path / "empty")], capfd)
+    _assert_one_line_error(status, err, r"holds no saved_model\.pb and no numbered version with one", err)
+    status, _, err = _main(["inspect", str(tmp_path / "nowhere")], capfd)
+    _assert_one_line_error(status, err, r"no such directory: .*nowhere", err)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input, in this process: the checks that run before any training.
+
+_QUICK = ["--epochs", "1", *_QUICK_FLOW, "--no-export"]  # should a check fail to stop a run, it stays short
+
+# name: (arguments after `train`, the error line's pattern)
+_BAD_TRAIN_INPUTS = {
+    "non_numeric_cell": (["--dataset", "csv:letters.csv"],
+                         r"non-numeric cell at row 3, column 2 of letters\.csv: 'x' \(expected a number\)"),
+    "nan": (["--dataset", "csv:nan.csv"], r"non-finite value at row 2, column 1 of nan\.csv: 'nan'"),
+    "infinity_npy": (["--dataset", "npy:inf.npy"], r"non-finite value at row 3, column 2 of inf\.npy"),
+    "single_row": (["--dataset", "csv:one.csv"], r"one\.csv has 1 data row\(s\); needs at least 2 rows"),
+    # Row 300 is a training row (not every 5th), and not a validation one (not every 10th of those).
+    "nan_streamed": (["--dataset", "csv:big_nan.csv", "--stream-above", "0.01"],
+                     r"non-finite value at row 300, column 1 of big_nan\.csv: 'nan'"),
+    "unknown_dataset": (["--dataset", "moons.csv"], r"unknown dataset 'moons\.csv'.*did you mean 'csv:moons\.csv'"),
+    "bad_option": (["--hidden-units", "0,5"], r"argument --hidden-units: expected comma-separated positive"),
+    "no_validation_rows": (["--dataset", "csv:two.csv"], r"leaves 0 validation and 1 training rows"),
+    "one_feature": (["--dataset", "csv:column.csv"], r"cannot build the flow: event_size must be an integer >= 2"),
+    "output_is_a_file": (["--output", "a_file"], r"--output a_file is a file; expected a directory"),
+}
+
+
+@pytest.fixture
+def bad_files(tmp_path, monkeypatch) -> pathlib.Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "letters.csv").write_text("a,b\n1,2\n3,x\n4,5\n")
+    (tmp_path / "nan.csv").write_text("1,2\nnan,3\n4,5\n")
+    np.save(tmp_path / "inf.npy", np.array([[1.0, 2.0], [3.0, 4.0], [5.0, np.inf], [6.0, 7.0]]))
+    (tmp_path / "one.csv").write_text("1,2\n")
+    (tmp_path / "two.csv").write_text("1,2\n3,4\n")
+    (tmp_path / "column.csv").write_text("".join(f"{i}\n" for i in range(20)))
+    (tmp_path / "a_file").write_text("precious")
+    big = np.random.default_rng(0).normal(size=(1000, 2))
+    big[299, 0] = np.nan
+    np.savetxt(tmp_path / "big_nan.csv", big, delimiter=",", fmt="%.6f")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_TRAIN_INPUTS))
+def test_bad_input_is_one_line_and_exit_status_2(bad_files, case, capfd):
+    args, pattern = _BAD_TRAIN_INPUTS[case]
+    argv = ["train", *args, *_QUICK] + ([] if "--output" in args else ["--output", "out"])
+    before = _snapshot(bad_files)
+    status, _, err = _main(argv, capfd)
+    _assert_one_line_error(status, err, pattern, err)
+    assert _snapshot(bad_files) == before  # nothing written, not even an empty run directory
+
+
+def test_an_output_holding_results_is_never_overwritten(tmp_path, capfd):
+    (tmp_path / "model.keras").write_bytes(b"precious model")
+    (tmp_path / "metrics.json").write_text('{"precious": true}')
+    before = _snapshot(tmp_path)
+    status, _, err = _main(["train", *_QUICK, "--output", str(tmp_path)], capfd)
+    _assert_one_line_error(status, err, r"already holds results \(model\.keras, metrics\.json\)", err)
+    assert _snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# The parser alone.
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "export", "inspect", "plot"])
+def test_each_command_has_a_described_help(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tfp-realnvp {command}")
+    description = out.split("\n\n")[1]
+    assert len(description) > 60, description
+
+
+def test_train_help_shows_the_recipes(capsys):
+    cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    for name in cli.RECIPES:
+        assert re.search(rf"^  {name}\s+\d+\s+[\d,]+", out, re.M), name
+    assert "integer_levels 17, logit_alpha 0.05" in out
+
+
+def test_recipes_cover_every_builtin_dataset():
+    from tfp_realnvp.data import BUILTIN_DATASETS
+
+    assert set(cli.RECIPES) == set(BUILTIN_DATASETS) | {"file"}
+    assert cli.RECIPES["digits"]["integer_levels"] == 17
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["train", "--epochs", "0"], r"argument --epochs: expected a positive integer, got '0'"),
+    (["train", "--validation-split", "1"], r"argument --validation-split: expected a number in \[0, 1\)"),
+    (["train", "--no-export", "--export-dir", "x"], r"--export-dir and --no-export contradict each other"),
+    (["sample", "--model", "m.keras"], r"the following arguments are required: --output"),
+    (["sample", "--model", "m.keras", "--output", "s.txt"], r"--output s\.txt must end in \.npy or \.csv"),
+    (["evaluate", "--model", "nowhere.keras"], r"no such model file: nowhere\.keras"),
+    (["frobnicate"], r"argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_one_line(argv, pattern, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("tfp-realnvp: error: ") and re.search(pattern, err[0]), err
+    assert not any(tmp_path.iterdir())

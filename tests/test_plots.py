@@ -1,0 +1,136 @@
+"""plots: each figure renders to a PNG of the size it asks for, and nothing is overwritten."""
+
+from __future__ import annotations
+
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+
+from tfp_realnvp import FlowModel
+from tfp_realnvp import plots
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: pathlib.Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which a PNG must start with."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def _expected_size(fig) -> tuple[int, int]:
+    width, height = fig.get_size_inches() * plots.DPI
+    return round(width), round(height)
+
+
+def _model(event_size: int, **kwargs) -> FlowModel:
+    model = FlowModel(event_size, num_couplings=2, hidden_units=(8,), **kwargs)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_2d() -> tuple[FlowModel, np.ndarray]:
+    x = np.random.default_rng(0).normal(size=(400, 2)).astype("float32") * [2.0, 0.5]
+    model = _model(2)
+    model.adapt(x)
+    return model, x
+
+
+def test_plot_run_writes_every_figure_at_its_size(model_2d, tmp_path):
+    model, x = model_2d
+    history = {"loss": [3.0, 2.5, 2.4], "val_loss": [3.1, 2.6, 2.5]}
+    paths = plots.plot_run(model, tmp_path, data=x, history=history, title="toy")
+    assert sorted(p.name for p in paths) == [plots.DENSITY_FILE, plots.LOSS_FILE, plots.SAMPLES_FILE]
+    figures = {
+        plots.DENSITY_FILE: plots.density_figure(model, data=x),
+        plots.SAMPLES_FILE: plots.samples_figure(model, data=x),
+        plots.LOSS_FILE: plots.loss_figure(history),
+    }
+    for path in paths:
+        assert path.stat().st_size > 10_000, f"{path.name} is nearly empty"
+        assert _png_size(path) == _expected_size(figures[path.name]), path.name
+
+
+def test_density_figure_is_a_heat_map_with_a_colour_bar_and_equal_aspect(model_2d):
+    model, x = model_2d
+    fig = plots.density_figure(model, data=x, grid_size=20)
+    ax, colour_bar = fig.axes
+    assert ax.images[0].get_array().shape == (20, 20)
+    assert "exp(log_prob" in colour_bar.get_ylabel()
+    assert ax.get_aspect() == 1.0
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    # The data span 4x wider than tall: the figure follows (equal aspect without empty bands).
+    width, height = fig.get_size_inches()
+    assert height < width
+
+
+def test_density_without_data_uses_samples_for_its_limits(model_2d, tmp_path):
+    model, _ = model_2d
+    path = plots.save_figure(plots.density_figure(model, grid_size=20), tmp_path / "d.png")
+    assert _png_size(path)[0] == round(plots._DENSITY_WIDTH * plots.DPI)
+
+
+def test_samples_figure_puts_samples_beside_data_in_the_same_limits(model_2d):
+    model, x = model_2d
+    fig = plots.samples_figure(model, data=x, num_samples=300)
+    data_ax, samples_ax = fig.axes
+    assert data_ax.get_title().startswith("Data") and samples_ax.get_title().startswith("Samples")
+    assert data_ax.get_xlim() == samples_ax.get_xlim() and data_ax.get_ylim() == samples_ax.get_ylim()
+    assert len(samples_ax.collections[0].get_offsets()) == 300
+
+
+def test_samples_figure_draws_images_for_integer_models(tmp_path):
+    model = _model(16, integer_levels=5, logit_alpha=0.05)
+    real = np.random.default_rng(0).integers(0, 5, size=(100, 16)).astype("float32")
+    model.adapt(real)
+    assert plots.image_shape(model) == (4, 4)
+    fig = plots.samples_figure(model, data=real)
+    data_ax, samples_ax, _ = fig.axes  # two mosaics and the colour bar
+    assert data_ax.images[0].get_array().shape == (8 * 5 - 1, 8 * 5 - 1)  # 8x8 images of 4x4, 1-pixel gaps
+    assert samples_ax.get_title().startswith("Samples")
+    paths = plots.plot_run(model, tmp_path, data=real)
+    assert [p.name for p in paths] == [plots.SAMPLES_FILE]  # no density for 16-D data, no history
+    assert _png_size(paths[0]) == _expected_size(fig)
+
+
+def test_more_than_two_features_show_the_first_two(tmp_path):
+    x = np.random.default_rng(0).normal(size=(300, 3)).astype("float32")
+    model = _model(3)
+    model.adapt(x)
+    paths = plots.plot_run(model, tmp_path, data=x)
+    assert [p.name for p in paths] == [plots.SAMPLES_FILE]  # a density map needs 2-D data
+    assert "features 1 and 2 of 3" in plots.samples_figure(model, data=x)._suptitle.get_text()
+
+
+def test_loss_figure_marks_the_best_validation_epoch():
+    fig = plots.loss_figure({"loss": [3.0, 2.0, 1.5, 1.4], "val_loss": [3.0, 2.1, 1.6, 1.7]})
+    (ax,) = fig.axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["training", "validation"]
+    assert labels[2] == "best epoch 3: 1.6000"
+    assert ax.get_xlabel() == "epoch" and "NLL" in ax.get_ylabel()
+
+
+def test_save_figure_never_overwrites(model_2d, tmp_path):
+    path = tmp_path / "loss.png"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="loss.png already exists; not overwriting it"):
+        plots.save_figure(plots.loss_figure({"loss": [1.0, 0.5]}), path)
+    assert path.read_bytes() == b"precious"
+    model, x = model_2d
+    with pytest.raises(FileExistsError, match="loss.png already exists"):
+        plots.plot_run(model, tmp_path, data=x, history={"loss": [1.0, 0.5]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]  # checked before drawing anything
+
+
+def test_bad_arguments_are_named():
+    model = _model(3)
+    with pytest.raises(ValueError, match="needs 2-D data; the model's event size is 3"):
+        plots.density_figure(model)
+    with pytest.raises(ValueError, match=r"data of shape \(5, 2\) does not match the model's event size 3"):
+        plots.samples_figure(model, data=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="history has no 'loss' values"):
+        plots.loss_figure({"val_loss": [1.0]})

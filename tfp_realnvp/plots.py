@@ -1,0 +1,355 @@
+"""Figures of a trained flow, written as PNG: the learned density, samples beside data, loss curves.
+
+Each `*_figure` function returns a `matplotlib.figure.Figure` built without pyplot (no global
+state, no GUI backend: PNGs are rendered by Agg), and `save_figure` writes one to a new file.
+`plot_run` draws every figure that fits the model and writes them into a directory:
+
+* `density.png`: for 2-D data, the learned density `p(x) = exp(log_prob(x))` on a grid, as a
+  heat map with a colour bar and the data over it;
+* `samples.png`: samples beside data (scatter plots in the same limits, the first two features
+  when there are more than two), or for image data (integer data with a square number of
+  features, such as the 8x8 digits) a grid of sampled images beside real ones;
+* `loss.png`: the training and validation NLL per epoch, from a Keras `History.history` dict.
+
+Example:
+
+    >>> import numpy as np
+    >>> from tfp_realnvp import FlowModel, plots
+    >>> model = FlowModel(2, num_couplings=2, hidden_units=(8,))
+    >>> x = np.random.default_rng(0).standard_normal((500, 2)).astype("float32")
+    >>> model.adapt(x)
+    >>> paths = plots.plot_run(model, "figures", data=x, history={"loss": [2.9, 2.8]})
+    >>> sorted(p.name for p in paths)
+    ['density.png', 'loss.png', 'samples.png']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from tfp_realnvp.model import FlowModel
+
+__all__ = [
+    "DENSITY_FILE",
+    "LOSS_FILE",
+    "SAMPLES_FILE",
+    "density_figure",
+    "image_shape",
+    "loss_figure",
+    "plot_run",
+    "samples_figure",
+    "save_figure",
+]
+
+DENSITY_FILE = "density.png"
+SAMPLES_FILE = "samples.png"
+LOSS_FILE = "loss.png"
+
+DPI = 100  # figure sizes below are in inches: pixels = inches * DPI
+_DENSITY_WIDTH = 6.4  # inches; 2-D figures take the height the data's aspect ratio asks for
+_PAIR_WIDTH = 10.0
+_IMAGES_SIZE = (10.0, 5.4)
+_LOSS_SIZE = (7.0, 4.5)
+_MAX_POINTS = 2000  # points drawn per scatter plot: more only hides the density
+_IMAGE_GRID = 8  # sampled images per side of the image grid
+
+
+def image_shape(model: FlowModel) -> tuple[int, int] | None:
+    """`(side, side)` for image data, else None.
+
+    A model of integer data (`integer_levels` set) whose event size is a perfect square, such as
+    the 64 pixels of the 8x8 digits, is drawn as square images.
+    """
+    config = model.get_config()
+    side = math.isqrt(model.event_size)
+    if config.get("integer_levels") and side * side == model.event_size and side > 1:
+        return (side, side)
+    return None
+
+
+def _limits(points: np.ndarray, margin: float = 0.1) -> list[tuple[float, float]]:
+    """Per-feature plot limits: the central 99.5% of the points, widened by `margin` each side."""
+    low, high = np.percentile(points, [0.25, 99.75], axis=0)
+    span = np.maximum(high - low, 1e-6)
+    return [(float(lo - margin * s), float(hi + margin * s)) for lo, hi, s in zip(low, high, span)]
+
+
+def _height(limits: list[tuple[float, float]], panel_width: float, extra: float) -> float:
+    """Figure height (inches, whole pixels) for 2-D panels `panel_width` wide at equal aspect."""
+    aspect = (limits[1][1] - limits[1][0]) / (limits[0][1] - limits[0][0])
+    return round(panel_width * min(max(aspect, 0.35), 2.5) + extra, 2)
+
+
+def _subset(points: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    if len(points) <= size:
+        return points
+    return points[np.random.default_rng(seed).choice(len(points), size, replace=False)]
+
+
+def _samples(model: FlowModel, num_samples: int, seed: int, temperature: float) -> np.ndarray:
+    return np.asarray(model.sample(num_samples, seed=seed, temperature=temperature), dtype=np.float64)
+
+
+def _log_prob(model: FlowModel, x: np.ndarray, batch_size: int = 16384) -> np.ndarray:
+    dtype = model.get_config().get("flow_dtype", "float32")
+    parts = [np.asarray(model.log_prob(x[i:i + batch_size].astype(dtype))) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def density_figure(
+    model: FlowModel,
+    *,
+    data: np.ndarray | None = None,
+    grid_size: int = 200,
+    title: str | None = None,
+    seed: int = 0,
+) -> Figure:
+    """The learned density of a 2-D model as a heat map, with the data over it.
+
+    `exp(log_prob)` on a `grid_size x grid_size` grid covering the data (or, without data, the
+    model's samples), with a colour bar, equal aspect, and up to 2000 data points.
+
+    Args:
+      model: A `FlowModel` with `event_size` 2.
+      data: Rows `[n, event_size]` to draw over the density and to set the limits. Defaults to
+        None (limits from 5000 samples).
+      grid_size: Grid points per axis. Defaults to 200.
+      title: Figure title. Defaults to "Learned density".
+      seed: Seed of the samples (without data) and of the subset of points drawn. Defaults to 0.
+
+    Raises:
+      ValueError: If the model's event size is not 2, or `data` has another width.
+    """
+    d = model.event_size
+    if d != 2:
+        raise ValueError(f"a density plot needs 2-D data; the model's event size is {d}")
+    if data is not None:
+        data = np.asarray(data, np.float64)
+        if data.ndim != 2 or data.shape[1] != d:
+            raise ValueError(f"data of shape {data.shape} does not match the model's event size {d}")
+    reference = data if data is not None and len(data) else _samples(model, 5000, seed, 1.0)
+    limits = _limits(reference)
+    fig = Figure(figsize=(_DENSITY_WIDTH, _height(limits, 4.9, 0.9)), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    xs = np.linspace(*limits[0], grid_size)
+    ys = np.linspace(*limits[1], grid_size)
+    gx, gy = np.meshgrid(xs, ys)
+    density = np.exp(_log_prob(model, np.stack([gx.ravel(), gy.ravel()], axis=1))).reshape(gx.shape)
+    image = ax.imshow(
+        density, origin="lower", extent=(*limits[0], *limits[1]), cmap="viridis",
+        interpolation="bilinear", aspect="equal",
+    )
+    fig.colorbar(image, ax=ax, label="p(x) = exp(log_prob(x))", shrink=0.85)
+    if data is not None:
+        shown = _subset(data, _MAX_POINTS, seed)
+        ax.scatter(shown[:, 0], shown[:, 1], s=1.5, c="white", alpha=0.35, linewidths=0,
+                   label=f"data ({len(shown)} points)")
+        ax.legend(loc="upper right", fontsize="small", markerscale=6, framealpha=0.6)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title(title or "Learned density")
+    return fig
+
+
+def _mosaic(images: np.ndarray, shape: tuple[int, int], per_side: int) -> np.ndarray:
+    """Tiles up to `per_side**2` flat images into one array, with a 1-pixel gap (NaN) between them."""
+    h, w = shape
+    mosaic = np.full((per_side * (h + 1) - 1, per_side * (w + 1) - 1), np.nan)
+    for k, image in enumerate(images[: per_side * per_side]):
+        r, c = divmod(k, per_side)
+        mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = image.reshape(shape)
+    return mosaic
+
+
+def samples_figure(
+    model: FlowModel,
+    *,
+    data: np.ndarray | None = None,
+    num_samples: int = _MAX_POINTS,
+    seed: int = 0,
+    temperature: float = 1.0,
+    title: str | None = None,
+) -> Figure:
+    """Samples of the model beside the data, in the same limits.
+
+    Image models (see `image_shape`) get an 8x8 grid of sampled images (dequantized samples
+    floored back to the integer levels) beside 64 real images, in grey levels
+    `0 .. integer_levels - 1`. Other models get scatter plots with equal aspect (of the first
+    two features when there are more).
+
+    Args:
+      model: A `FlowModel`.
+      data: Rows `[n, event_size]`. Defaults to None (samples only).
+      num_samples: Samples drawn for the scatter plots. Defaults to 2000.
+      seed: Seed of the samples and of the subset of data shown. Defaults to 0.
+      temperature: Standard deviation of the latent normal. Defaults to 1.
+      title: Figure title. Defaults to a description of the panels.
+
+    Raises:
+      ValueError: If `data` does not have the model's event size.
+    """
+    d = model.event_size
+    if data is not None:
+        data = np.asarray(data, np.float64)
+        if data.ndim != 2 or data.shape[1] != d:
+            raise ValueError(f"data of shape {data.shape} does not match the model's event size {d}")
+    shape = image_shape(model)
+    t = f"T={temperature:g}"
+    if shape is not None:
+        levels = int(model.get_config()["integer_levels"])
+        count = _IMAGE_GRID * _IMAGE_GRID
+        samples = np.clip(np.floor(_samples(model, count, seed, temperature)), 0, levels - 1)
+        panels = [(samples, f"Samples ({t})")]
+        if data is not None:
+            panels.insert(0, (_subset(data, count, seed), "Data"))
+        fig = Figure(figsize=_IMAGES_SIZE, dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, 2)
+        cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="#9ab8d6")  # the gaps between images
+        for ax, (images, name) in zip(axes, panels):
+            shown = ax.imshow(_mosaic(images, shape, _IMAGE_GRID), cmap=cmap, vmin=0, vmax=levels - 1,
+                              interpolation="nearest")
+            ax.set_title(f"{name}: {min(len(images), count)} images of {shape[0]}x{shape[1]} pixels")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[len(panels):]:
+            ax.set_axis_off()
+        fig.colorbar(shown, ax=list(axes), label=f"pixel level (0..{levels - 1})", shrink=0.8)
+        fig.suptitle(title or "Sampled images beside real ones")
+        return fig
+
+    samples = _samples(model, num_samples, seed, temperature)
+    shown_data = _subset(data, num_samples, seed) if data is not None else None
+    limits = _limits(np.concatenate([shown_data, samples]) if shown_data is not None else samples)
+    panels = [(samples, f"Samples ({len(samples)}, {t})", "C1")]
+    if shown_data is not None:
+        panels.insert(0, (shown_data, f"Data ({len(shown_data)} points)", "C0"))
+    fig = Figure(figsize=(_PAIR_WIDTH, _height(limits, 4.5, 1.2)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, (points, name, colour) in zip(axes, panels):
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=colour, linewidths=0)
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_aspect("equal")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        ax.set_title(name)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    heading = title or ("Samples beside data" if shown_data is not None else "Samples")
+    if d > 2:
+        heading += f" (features 1 and 2 of {d})"
+    fig.suptitle(heading)
+    return fig
+
+
+def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = None) -> Figure:
+    """Training and validation NLL per epoch, from a Keras `History.history` dict.
+
+    Plots `loss` and, when present, `val_loss`, and marks the epoch with the lowest validation
+    (else training) loss, the one `EarlyStopping(restore_best_weights=True)` keeps. The y range
+    leaves out the first epochs' large values so the end of training stays readable.
+
+    Args:
+      history: `{"loss": [...], "val_loss": [...], ...}`, one value per epoch.
+      title: Figure title. Defaults to "Training curves".
+
+    Raises:
+      ValueError: If `history` has no `loss` values.
+    """
+    loss = [float(v) for v in history.get("loss", ())]
+    if not loss:
+        raise ValueError(f"history has no 'loss' values to plot; got keys {sorted(history)}")
+    val = [float(v) for v in history.get("val_loss", ())]
+    epochs = np.arange(1, len(loss) + 1)
+    fig = Figure(figsize=_LOSS_SIZE, dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(epochs, loss, marker="." if len(loss) < 40 else None, label="training")
+    if val:
+        ax.plot(np.arange(1, len(val) + 1), val, marker="." if len(val) < 40 else None, label="validation")
+    monitored = val or loss
+    finite = [v for v in monitored if math.isfinite(v)]
+    if finite:
+        best = int(np.nanargmin(np.where(np.isfinite(monitored), monitored, np.nan)))
+        ax.axvline(best + 1, color="0.5", linestyle="--", linewidth=1,
+                   label=f"best epoch {best + 1}: {monitored[best]:.4f}")
+    values = np.array([v for v in loss + val if math.isfinite(v)])
+    if len(values) > 2:
+        low, high = values.min(), np.percentile(values, 90)
+        pad = 0.08 * max(high - low, 1e-3)
+        ax.set_ylim(low - pad, high + 3 * pad)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("NLL (nats per example)")
+    ax.set_xlim(0.5, max(len(loss), len(val)) + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    ax.set_title(title or "Training curves")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:
+    """Writes `fig` as a PNG at `path`, never over an existing file.
+
+    The PNG is rendered to a temporary file in the same directory and then linked to `path`,
+    so `path` appears complete or not at all.
+
+    Raises:
+      FileExistsError: If `path` exists.
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; not overwriting it")
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+    try:
+        fig.savefig(partial, format="png", dpi=DPI)
+        os.link(partial, path)  # fails if `path` appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; not overwriting it") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def plot_run(
+    model: FlowModel,
+    directory: str | os.PathLike[str],
+    *,
+    data: np.ndarray | None = None,
+    history: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    title: str | None = None,
+) -> list[pathlib.Path]:
+    """Writes every figure that fits the model into `directory` (created if missing); returns their paths.
+
+    `density.png` for 2-D models, `samples.png` always, `loss.png` when `history` has
+    losses. `title` (e.g. the dataset's name) prefixes each figure's title.
+
+    Raises:
+      FileExistsError: If one of the files exists already (nothing is overwritten).
+      ValueError: If `data` does not have the model's event size.
+    """
+    directory = pathlib.Path(directory)
+    prefix = f"{title}: " if title else ""
+    figures = []
+    if model.event_size == 2:
+        figures.append((DENSITY_FILE, density_figure(model, data=data, seed=seed, title=f"{prefix}learned density")))
+    figures.append((SAMPLES_FILE, samples_figure(model, data=data, seed=seed, temperature=temperature,
+                                                 title=f"{prefix}samples beside data" if title else None)))
+    if history and history.get("loss"):
+        figures.append((LOSS_FILE, loss_figure(history, title=f"{prefix}training curves")))
+    for name, _ in figures:
+        if (directory / name).exists():
+            raise FileExistsError(f"{directory / name} already exists; not overwriting it")
+    directory.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, directory / name) for name, fig in figures]

@@ -218,8 +218,9 @@ def test_bad_input():
 @pytest.mark.slow
 def test_short_fit_on_two_moons_clears_a_loose_bar():
     # A regression guard, not the quality target (that is benchmarks/two_moons_quality.py).
-    model = FlowModel(2, num_couplings=6, hidden_units=(64, 64))
-    model.compile(keras.optimizers.Adam(5e-3))
+    # The two-moons recipe's choices (raw coordinates), scaled down: ~0.50 nats here.
+    model = FlowModel(2, num_couplings=6, hidden_units=(64, 64), standardize=False)
+    model.compile(keras.optimizers.Adam(3e-3))
     model.fit(_moons(8000, 0), epochs=12, batch_size=128, verbose=0)
     nll = -float(np.mean(model.log_prob(_moons(2000, 1))))
     assert nll < 0.8, f"test NLL {nll:.3f} nats after a short fit; expected < 0.8"

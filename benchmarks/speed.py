@@ -1,0 +1,658 @@
+"""Speed of tfp_realnvp against TFP's stock `tfb.RealNVP`, side by side in one run.
+
+Run from the repository root:
+
+```none
+python benchmarks/speed.py            # full run, writes benchmarks/RESULTS.md (several minutes)
+python benchmarks/speed.py --quick    # smoke run (< 60 s), prints the tables, writes nothing
+TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/speed.py --threads 1,2 --output /tmp/r.md  # other settings
+```
+
+What is measured, for two configurations with the same architecture on both sides
+(8 couplings, `num_masked = D // 2`, reverse permutations between couplings, an MLP
+conditioner `d_in -> h -> h -> 2 * d_out` with ReLU, a standard normal base):
+
+- S: event size 2, conditioner 2x128, training batch 512;
+- L: event size 64, conditioner 2x256, training batch 256;
+
+and, for each:
+
+- training throughput (samples/s). tfp_realnvp: `FlowModel.fit` over an in-memory numpy
+  array (`shuffle=False`), after a first `fit` on one batch (trace/compile, timed as "time to
+  first step"), each epoch timed from `on_epoch_begin` to `on_epoch_end` by a callback; with
+  `compile()` defaults (on a CPU-only machine no XLA: Keras 3 resolves `jit_compile="auto"`
+  to False there), and in the full run also with `jit_compile=True` and/or
+  `steps_per_execution=16`. Stock: a `tf.function` training step (tf_keras Adam, same batch)
+  over pre-made batches, with and (full run) without `jit_compile=True`.
+- `log_prob` and `sample` throughput at batch 4096: called eagerly as a user would
+  (`model.log_prob(x)`, `model.sample(4096, seed=...)`), and through `tf.function(model.log_prob)`
+  and `tf.function(lambda seed: model.sample(4096, seed=seed))` (FlowModel exposes no compiled
+  versions of its own), with (full run) and without `jit_compile=True`; the same for the
+  stock `TransformedDistribution`.
+- the float32 1024x1024x1024 `tf.matmul` rate in a `tf.function` (best of several reps), and
+  each tfp_realnvp figure as a fraction of it; also the rate of each conditioner layer's
+  matmul shape at batch 4096, giving a matmul-only bound for `log_prob`/`sample`. FLOPs counted: only matmuls, 2*m*k*n each, so
+  per coupling per sample `2 * (d_in*h + h*h + h*2*d_out)` for one conditioner pass;
+  `log_prob` and `sample` evaluate each conditioner once (8 passes per sample), training is
+  counted as 3x the forward pass (forward + gradients w.r.t. activations and weights).
+  Elementwise work (tanh, exp, Adam) is not counted.
+- peak memory: the peak resident set size (Linux `VmHWM`: TF runtime, model, buffers) of a
+  fresh subprocess per measurement, next to that process's RSS after import and build, so
+  the difference is the working memory of the measurement. (`getrusage`'s `ru_maxrss` would
+  include the parent's peak: Linux carries it across fork and exec.) And `log_prob`
+  streamed over a million rows of the L configuration in batches of 4096: peak RSS after
+  10k rows and after 1M rows, in one fresh process (rows drawn per batch, never held).
+
+Throughputs are taken as the best of several interleaved rounds (each contender once per
+round), so that a burst of load from other processes hits all of them alike; ratios are
+within one run. The machine's load average is recorded at start and end: numbers from a
+loaded machine are only good as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+EVAL_BATCH = 4096
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    event_size: int
+    hidden_units: tuple[int, ...]
+    batch_size: int
+    num_couplings: int = 8
+
+    @property
+    def num_masked(self) -> int:
+        return self.event_size // 2
+
+    def layer_shapes(self) -> list[tuple[int, int, bool]]:
+        """`(inputs, outputs, relu)` of each dense layer of a conditioner."""
+        d_in, d_out = self.num_masked, self.event_size - self.num_masked
+        widths = (d_in,) + self.hidden_units + (2 * d_out,)
+        return [(k, n, i < len(self.hidden_units)) for i, (k, n) in enumerate(zip(widths[:-1], widths[1:]))]
+
+    def flops_per_sample(self) -> int:
+        """Matmul FLOPs of one pass through every conditioner, per sample."""
+        return self.num_couplings * sum(2 * k * n for k, n, _ in self.layer_shapes())
+
+    def matmul_bound(self, gflops: dict[str, float], batch: int) -> float:
+        """Samples/s of one pass if each dense layer ran at its shape's measured rate, and nothing else took time."""
+        seconds = sum(2 * k * n / (gflops[_dense(batch, k, n, relu)] * 1e9) for k, n, relu in self.layer_shapes())
+        return 1.0 / (self.num_couplings * seconds)
+
+
+def _dense(m: int, k: int, n: int, relu: bool) -> str:
+    return f"{m}x{k}x{n}{'+relu' if relu else ''}"
+
+
+CONFIGS = {
+    "S": Config("S", event_size=2, hidden_units=(128, 128), batch_size=512),
+    "L": Config("L", event_size=64, hidden_units=(256, 256), batch_size=256),
+}
+
+# The issue's targets (#6).
+TRAIN_VS_STOCK = 2.5
+TRAIN_VS_STOCK_JIT = 1.6
+EVAL_FRACTION_OF_PEAK = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How long to measure: the full run or the smoke run."""
+
+    rounds: int
+    train_batches: int  # batches per timed epoch
+    eval_min_s: float  # minimum seconds per timed block of log_prob/sample calls
+    matmul_min_s: float
+    configs: tuple[str, ...]
+    options: bool  # also measure XLA (both sides) and FlowModel.compile options
+    memory: bool  # training memory, one subprocess per contender
+    stream_rows: tuple[int, int]
+
+
+FULL = Plan(rounds=5, train_batches=64, eval_min_s=1.0, matmul_min_s=0.5, configs=("S", "L"),
+            options=True, memory=True, stream_rows=(10_000, 1_000_000))
+# The smoke run goes through every code path but XLA and the compile options (whose traces
+# and compiles alone take minutes).
+QUICK = Plan(rounds=1, train_batches=2, eval_min_s=0.0, matmul_min_s=0.05, configs=("S",),
+             options=False, memory=False, stream_rows=(4_096, 8_192))
+
+
+# -- the two flows --------------------------------------------------------------------------
+
+
+def data(config: Config, rows: int, seed: int = 0) -> np.ndarray:
+    """Correlated Gaussian data; the values do not change the work done."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(config.event_size, config.event_size)) / math.sqrt(config.event_size)
+    return (rng.normal(size=(rows, config.event_size)) @ (np.eye(config.event_size) + mix)).astype(np.float32)
+
+
+def ours(config: Config, *, jit_compile: bool | str = "auto", steps_per_execution: int = 1):
+    import keras
+
+    from tfp_realnvp import FlowModel
+
+    model = FlowModel(config.event_size, num_couplings=config.num_couplings,
+                      hidden_units=config.hidden_units, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+class Stock:
+    """TFP's `tfb.RealNVP` with `real_nvp_default_template`, trained in a `tf.function` step."""
+
+    def __init__(self, config: Config, *, jit_compile: bool) -> None:
+        import tensorflow_probability as tfp
+        import tf_keras
+
+        tfb, tfd = tfp.bijectors, tfp.distributions
+        d = config.event_size
+        steps = []
+        for k in range(config.num_couplings):
+            steps.append(tfb.RealNVP(
+                num_masked=config.num_masked,
+                shift_and_log_scale_fn=tfb.real_nvp_default_template(
+                    hidden_layers=list(config.hidden_units), name=f"template_{k}"),
+                name=f"real_nvp_{k}"))
+            if k < config.num_couplings - 1:
+                steps.append(tfb.Permute(np.arange(d)[::-1].copy(), name=f"permute_{k}"))
+        self.distribution = tfd.TransformedDistribution(
+            tfd.Sample(tfd.Normal(0.0, 1.0), [d]), tfb.Chain(steps[::-1]))
+        # The template's variables exist after a first call, and only a tape finds them
+        # (trainable_variables is empty: TFP issue 1439).
+        with tf.GradientTape() as tape:
+            self.distribution.log_prob(tf.zeros([1, d]))
+        self.variables = tape.watched_variables()
+        self.optimizer = tf_keras.optimizers.Adam(1e-3)
+        self.optimizer.build(self.variables)
+
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(self.distribution.log_prob(x))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
+            return loss
+
+        self.train_step = tf.function(step, jit_compile=jit_compile)
+
+
+# -- timing ---------------------------------------------------------------------------------
+
+
+def best(rates: list[float]) -> float:
+    return max(rates) if rates else float("nan")
+
+
+class _EpochTimer:
+    def __init__(self) -> None:
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                timer.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                timer.seconds.append(time.perf_counter() - timer.start)
+
+        self.callback = Callback()
+        self.seconds: list[float] = []
+
+
+def fit_contender(model, x: np.ndarray, batch_size: int) -> tuple[Callable[[], float], float]:
+    """Returns `(run, first)`: `run()` times one epoch of `model.fit` as samples/s; `first` is
+    the seconds the first `fit` call took to its first step's end (standardisation fit, trace,
+    compile), measured on one batch."""
+    timer = _EpochTimer()
+    start = time.perf_counter()
+    model.fit(x[:batch_size], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    first = time.perf_counter() - start
+
+    def run() -> float:
+        model.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer.callback])
+        return len(x) / timer.seconds[-1]
+
+    return run, first
+
+
+def step_contender(stock: Stock, x: np.ndarray, batch_size: int) -> tuple[Callable[[], float], float]:
+    batches = [tf.constant(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    start = time.perf_counter()
+    stock.train_step(batches[0]).numpy()  # trace/compile
+    first = time.perf_counter() - start
+
+    def run() -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            loss = stock.train_step(batch)
+        loss.numpy()
+        return len(x) / (time.perf_counter() - start)
+
+    return run, first
+
+
+def call_contender(fn: Callable[[], tf.Tensor], items: int, min_s: float) -> Callable[[], float]:
+    """Returns `run()`: calls `fn` for at least `min_s` seconds, as items/s."""
+    fn().numpy()  # trace/compile
+
+    def run() -> float:
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn().numpy()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_s:
+                return calls * items / elapsed
+
+    return run
+
+
+def interleave(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            rates[name].append(run())
+    return {name: best(r) for name, r in rates.items()}
+
+
+PEAK = "1024x1024x1024"
+
+
+def matmul_rates(plan: Plan) -> dict[str, float]:
+    """GFLOP/s (matmul FLOPs only) in a `tf.function`, best of several blocks: of a float32
+    1024^3 `tf.matmul` (the peak), and of each conditioner layer at the log_prob/sample batch
+    as the model runs it (`matmul + bias`, `+ relu` for hidden layers, which TF fuses into one
+    op), so that a layer with 1 or 2 columns is measured on the kernel it really gets."""
+    layers = [(1024, 1024, 1024, None)]
+    for name in plan.configs:
+        layers += [(EVAL_BATCH, k, n, relu) for k, n, relu in CONFIGS[name].layer_shapes()]
+    contenders = {}
+    for m, k, n, relu in dict.fromkeys(layers):
+        a = tf.random.stateless_normal([m, k], seed=[1, 2])
+        b = tf.random.stateless_normal([k, n], seed=[3, 4])
+        if relu is None:
+            label, fn = PEAK, tf.function(lambda a=a, b=b: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
+        else:
+            bias = tf.random.stateless_normal([n], seed=[5, 6])
+            act = tf.nn.relu if relu else tf.identity
+
+            def fn(a=a, b=b, bias=bias, act=act):
+                return tf.reduce_sum(act(tf.nn.bias_add(tf.matmul(a, b), bias))[:1, :1])
+
+            label, fn = _dense(m, k, n, relu), tf.function(fn)
+        contenders[label] = call_contender(fn, 2 * m * k * n, plan.matmul_min_s)
+    return {label: rate / 1e9 for label, rate in interleave(contenders, max(plan.rounds, 3)).items()}
+
+
+# -- memory (fresh subprocesses) ------------------------------------------------------------
+
+
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise KeyError(field)
+
+
+def _rss_now_mib() -> float:
+    return _proc_status_mib("VmRSS")
+
+
+def _peak_rss_mib() -> float:
+    """Peak RSS of this process's own memory. Linux's `VmHWM`, not `getrusage`'s `ru_maxrss`:
+    the latter carries the parent's peak across fork and exec, so a child of a 1.5 GB parent
+    reports at least 1.5 GB."""
+    try:
+        return _proc_status_mib("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child(task: dict) -> dict:
+    """Runs one memory measurement in this (fresh) process."""
+    config = CONFIGS[task["config"]]
+    if task["kind"] == "train":
+        x = data(config, config.batch_size * task["batches"])
+        if task["who"] == "ours":
+            model = ours(config, jit_compile=task["jit"])
+            model.adapt(x)
+            built = _rss_now_mib()
+            model.fit(x, batch_size=config.batch_size, epochs=2, shuffle=False, verbose=0)
+        else:
+            stock = Stock(config, jit_compile=task["jit"])
+            built = _rss_now_mib()
+            batches = [tf.constant(x[i : i + config.batch_size]) for i in range(0, len(x), config.batch_size)]
+            for _ in range(2):
+                for batch in batches:
+                    stock.train_step(batch).numpy()
+        return dict(built=built, peak=_peak_rss_mib())
+    if task["kind"] == "stream":
+        model = ours(config)
+        log_prob = tf.function(model.log_prob, input_signature=[tf.TensorSpec([None, config.event_size])],
+                               jit_compile=task["jit"])
+        rng = np.random.default_rng(0)
+        built = _rss_now_mib()
+        marks, done, out = list(task["rows"]), 0, {}
+        while marks:
+            n = min(EVAL_BATCH, marks[0] - done)
+            log_prob(rng.standard_normal((n, config.event_size), dtype=np.float32)).numpy()
+            done += n
+            if done == marks[0]:
+                out[str(marks.pop(0))] = _peak_rss_mib()
+        return dict(built=built, peak=out)
+    raise ValueError(f"unknown task {task!r}")
+
+
+_CHILD_ARGS: list[str] = []  # the parent's --threads, passed on
+
+
+def _threads(text: str) -> tuple[int, int]:
+    intra, inter = (int(n) for n in text.split(","))
+    return intra, inter
+
+
+def start_child(task: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *_CHILD_ARGS, "--child", json.dumps(task)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_child(process: subprocess.Popen, task: dict) -> dict:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"memory subprocess {task} failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run_child(task: dict) -> dict:
+    return finish_child(start_child(task), task)
+
+
+# -- the measurements -----------------------------------------------------------------------
+
+
+# Options of FlowModel.compile measured beside its defaults in the full run: (key, label, kwargs).
+FIT_OPTIONS = (
+    ("ours_jit", "jit_compile=True", dict(jit_compile=True)),
+    ("ours_spe", "steps_per_execution=16", dict(steps_per_execution=16)),
+    ("ours_jit_spe", "jit_compile=True, steps_per_execution=16", dict(jit_compile=True, steps_per_execution=16)),
+)
+
+
+def measure(config: Config, plan: Plan) -> dict:
+    x_train = data(config, config.batch_size * plan.train_batches)
+    x_eval = tf.constant(data(config, EVAL_BATCH, seed=1))
+    seed = tf.constant([7, 0], tf.int32)
+    jits = (False, True) if plan.options else (False,)
+
+    train, first = {}, {}
+    model = ours(config)
+    train["ours"], first["ours"] = fit_contender(model, x_train, config.batch_size)
+    for key, _, kwargs in FIT_OPTIONS if plan.options else ():
+        train[key], first[key] = fit_contender(ours(config, **kwargs), x_train, config.batch_size)
+    stocks = {}
+    for jit in jits:
+        key = "stock_jit" if jit else "stock"
+        stocks[jit] = Stock(config, jit_compile=jit)
+        train[key], first[key] = step_contender(stocks[jit], x_train, config.batch_size)
+    train = interleave(train, plan.rounds)
+
+    stock = stocks[False].distribution
+    evaluated = {
+        # What a user gets calling the methods directly, eagerly.
+        "lp_ours_eager": call_contender(lambda: model.log_prob(x_eval), EVAL_BATCH, plan.eval_min_s),
+        "lp_stock_eager": call_contender(lambda: stock.log_prob(x_eval), EVAL_BATCH, plan.eval_min_s),
+        "sm_ours_eager": call_contender(lambda: model.sample(EVAL_BATCH, seed=seed), EVAL_BATCH, plan.eval_min_s),
+        "sm_stock_eager": call_contender(lambda: stock.sample(EVAL_BATCH, seed=seed), EVAL_BATCH, plan.eval_min_s),
+    }
+    for jit in jits:
+        sfx = "_jit" if jit else ""
+        lp = tf.function(model.log_prob, jit_compile=jit)
+        sm = tf.function(lambda s: model.sample(EVAL_BATCH, seed=s), jit_compile=jit)
+        slp = tf.function(stock.log_prob, jit_compile=jit)
+        ssm = tf.function(lambda s: stock.sample(EVAL_BATCH, seed=s), jit_compile=jit)
+        evaluated.update({
+            f"lp_ours{sfx}": call_contender(lambda f=lp: f(x_eval), EVAL_BATCH, plan.eval_min_s),
+            f"lp_stock{sfx}": call_contender(lambda f=slp: f(x_eval), EVAL_BATCH, plan.eval_min_s),
+            f"sm_ours{sfx}": call_contender(lambda f=sm: f(seed), EVAL_BATCH, plan.eval_min_s),
+            f"sm_stock{sfx}": call_contender(lambda f=ssm: f(seed), EVAL_BATCH, plan.eval_min_s),
+        })
+    return dict(train=train, first=first, eval=interleave(evaluated, plan.rounds))
+
+
+def measure_memory(config: Config, plan: Plan) -> dict:
+    out = {}
+    for who, jit in (("ours", "auto"), ("ours", True), ("stock", False), ("stock", True)):
+        task = dict(kind="train", config=config.name, who=who, jit=jit, batches=plan.train_batches)
+        out[f"{who}{'_jit' if jit is True else ''}"] = run_child(task)
+    return out
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate / 1e3:.1f}k" if math.isfinite(rate) else "n/a"
+
+
+def _fmt_pct(frac: float) -> str:
+    return f"{100 * frac:.0f}%" if math.isfinite(frac) else "n/a"
+
+
+def _fmt_ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and math.isfinite(a) and math.isfinite(b) else "n/a"
+
+
+def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -> str:
+    peak = results["matmul"][PEAK]
+    lines = [
+        "# Speed: tfp_realnvp vs TFP's stock tfb.RealNVP",
+        "",
+        f"Generated by `python benchmarks/speed.py{' --quick' if quick else ''}` on {started['date']}.",
+        "",
+        f"- Machine: {started['cpu']}, {started['cores']} cores visible to this process "
+        f"({os.cpu_count()} on the machine); {platform.platform()}; Python {platform.python_version()}.",
+        f"- TensorFlow {tf.__version__}, TFP {started['tfp']}, Keras {started['keras']}, tf_keras {started['tf_keras']}; "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TF default)')}; TF threads: "
+        f"intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
+        f"inter-op {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}.",
+        f"- Load average (1 min) at start {started['load']:.2f}, at end {ended['load']:.2f}; "
+        f"wall time {ended['elapsed']:.0f} s. Throughputs are the best of {plan.rounds} interleaved "
+        "round(s); on a loaded machine only the ratios are meaningful.",
+        f"- Matmul peak (float32 1024x1024x1024 `tf.matmul`, `tf.function`): **{peak:.1f} GFLOP/s**. "
+        f"The conditioners' dense layers at batch {EVAL_BATCH} (m x k x n, matmul + bias [+ relu]): "
+        + ", ".join(f"{k}: {v:.1f}" for k, v in results["matmul"].items() if k != PEAK)
+        + " GFLOP/s.",
+        "",
+        "Columns: throughput in samples/s; *vs stock* and *vs stock+jit* are tfp_realnvp / stock; "
+        "*% peak* is the tfp_realnvp figure's matmul FLOP rate over the 1024^3 matmul rate "
+        "(FLOPs: 2*(d_in*h + h*h + h*2*d_out) per coupling per sample, x8 couplings; training 3x that). "
+        "tfp_realnvp training is `FlowModel.fit` with `compile()` defaults (no XLA on a CPU-only "
+        "machine: Keras 3 resolves `jit_compile=\"auto\"` to False there), and with the compile "
+        "options named; stock training is a `tf.function` step with tf_keras Adam (stock) or the same "
+        "step with `jit_compile=True` (stock+jit); the targets are checked on the defaults row. "
+        f"log_prob/sample at batch {EVAL_BATCH}: called eagerly as a user would (`model.log_prob(x)`, "
+        "`dist.log_prob(x)`), and through `tf.function` (the *jit* rows: `jit_compile=True` on both sides).",
+        "",
+    ]
+    nan = float("nan")
+    for name in plan.configs:
+        config = CONFIGS[name]
+        r = results[name]
+        train, ev, first = r["train"], r["eval"], r["first"]
+        fps = config.flops_per_sample()
+        bound = config.matmul_bound(results["matmul"], EVAL_BATCH)
+        lines += [
+            f"## {name}: event size {config.event_size}, {config.num_couplings} couplings, "
+            f"conditioner {len(config.hidden_units)}x{config.hidden_units[0]}, training batch {config.batch_size}",
+            "",
+            f"Matmul FLOPs per sample: {fps / 1e3:.1f}k per pass through the conditioners (log_prob, "
+            f"sample), {3 * fps / 1e3:.1f}k per training example. Matmul-only bound of one pass at batch "
+            f"{EVAL_BATCH} (each layer's matmul at its shape's measured rate, nothing else): "
+            f"{_fmt_rate(bound)} samples/s, {_fmt_pct(bound * fps / (peak * 1e9))} of peak.",
+            "",
+            "| figure | tfp_realnvp | stock | stock+jit | vs stock | vs stock+jit | % peak | target |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+
+        def row(label, mine, st, sj, flops, target=""):
+            frac = mine * flops / (peak * 1e9)
+            lines.append(
+                f"| {label} | {_fmt_rate(mine)} | {_fmt_rate(st)} | {_fmt_rate(sj)} | {_fmt_ratio(mine, st)} | "
+                f"{_fmt_ratio(mine, sj)} | {_fmt_pct(frac)} | {target} |"
+            )
+
+        def met(ratio, bar):
+            if not math.isfinite(ratio):
+                return "not measured"
+            return "met" if ratio >= bar else "**missed**"
+
+        stock, stock_jit = train["stock"], train.get("stock_jit", nan)
+        row("train (fit, defaults)", train["ours"], stock, stock_jit, 3 * fps,
+            f">= {TRAIN_VS_STOCK}x stock: {met(train['ours'] / stock, TRAIN_VS_STOCK)}; "
+            f">= {TRAIN_VS_STOCK_JIT}x stock+jit: {met(train['ours'] / stock_jit, TRAIN_VS_STOCK_JIT)}")
+        for key, label, _ in FIT_OPTIONS:
+            if key in train:
+                row(f"train (fit, {label})", train[key], stock, stock_jit, 3 * fps)
+        for fig, key in (("log_prob", "lp"), ("sample", "sm")):
+            row(f"{fig} (eager call)", ev[f"{key}_ours_eager"], ev[f"{key}_stock_eager"], nan, fps)
+            for jit in (False, True) if plan.options else (False,):
+                sfx = "_jit" if jit else ""
+                mine = ev[f"{key}_ours{sfx}"]
+                target = ""
+                if name == "L":
+                    frac = mine * fps / (peak * 1e9)
+                    target = f">= {EVAL_FRACTION_OF_PEAK:.0%} of peak: {met(frac, EVAL_FRACTION_OF_PEAK)}"
+                row(f"{fig} ({'tf.function, jit' if jit else 'tf.function'})", mine,
+                    ev[f"{key}_stock"], ev.get(f"{key}_stock_jit", nan), fps, target)
+        lines += [
+            "",
+            "Seconds from the start of training to the end of the first step (trace and compile; "
+            "for `fit` also its set-up and the standardisation fit): "
+            + ", ".join(f"{label} {first[k]:.1f} s" for k, label in (
+                ("ours", "tfp_realnvp"), *((k, f"tfp_realnvp {label}") for k, label, _ in FIT_OPTIONS),
+                ("stock", "stock"), ("stock_jit", "stock+jit")) if k in first)
+            + ".",
+        ]
+        if "memory" in r:
+            m = r["memory"]
+            lines += [
+                "",
+                "Peak memory while training (a fresh process each, 2 epochs of the timed data): "
+                "peak RSS (`VmHWM`) in MiB, and in brackets the RSS after import and build.",
+                "",
+                "| | tfp_realnvp | tfp_realnvp jit | stock | stock+jit |",
+                "|---|---|---|---|---|",
+                "| peak RSS | " + " | ".join(
+                    f"{m[k]['peak']:.0f} ({m[k]['built']:.0f})" for k in ("ours", "ours_jit", "stock", "stock_jit")
+                ) + " |",
+            ]
+        lines.append("")
+    if "stream" in results:
+        s = results["stream"]
+        a, b = plan.stream_rows
+        pa, pb = s["peak"][str(a)], s["peak"][str(b)]
+        lines += [
+            f"## Memory of `log_prob` streamed over {b:,} rows (L, batches of {EVAL_BATCH})",
+            "",
+            "One fresh process, `tf.function(model.log_prob)` with input signature `[None, 64]`, rows drawn "
+            "per batch and dropped. Peak RSS (`VmHWM`, MiB) of the process:",
+            "",
+            f"| after import and build | after {a:,} rows | after {b:,} rows | growth |",
+            "|---|---|---|---|",
+            f"| {s['built']:.0f} | {pa:.0f} | {pb:.0f} | {pb - pa:+.0f} MiB ({100 * (pb / pa - 1):+.1f}%) |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import keras
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        cpu=cpu,
+        cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        tfp=tfp.__version__, keras=keras.__version__, tf_keras=tf_keras.__version__,
+        load=os.getloadavg()[0],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run; prints, writes nothing")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the report (default: benchmarks/RESULTS.md; none with --quick)")
+    parser.add_argument("--threads", type=_threads, default=(0, 0), metavar="INTRA,INTER",
+                        help="TF intra-op and inter-op thread pool sizes (0: TF's default); "
+                             "oneDNN is set by the environment variable TF_ENABLE_ONEDNN_OPTS")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads[0])
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads[1])
+    _CHILD_ARGS[:] = ["--threads", ",".join(map(str, args.threads))]
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    tf.get_logger().setLevel("ERROR")  # the matmul probes trace once per shape, on purpose
+    warnings.filterwarnings("ignore", module=r"(tf_keras|tensorflow_probability)\.")  # tf1 layers
+    start = time.perf_counter()
+    started = machine()
+    plan = QUICK if args.quick else FULL
+    stream_task = dict(kind="stream", config="L", rows=list(plan.stream_rows), jit=False)
+    # The smoke run overlaps its memory subprocess with the timings (meaningless there anyway);
+    # the full run keeps each subprocess alone, after the timings.
+    stream = start_child(stream_task) if args.quick else None
+    results: dict = {"matmul": matmul_rates(plan)}
+    for name in plan.configs:
+        results[name] = measure(CONFIGS[name], plan)
+        print(f"[{time.perf_counter() - start:.0f}s] {name}: {results[name]}", file=sys.stderr)
+    if plan.memory:
+        for name in plan.configs:
+            results[name]["memory"] = measure_memory(CONFIGS[name], plan)
+    results["stream"] = finish_child(stream or start_child(stream_task), stream_task)
+    ended = dict(load=os.getloadavg()[0], elapsed=time.perf_counter() - start)
+    text = report(results, plan, args.quick, started, ended)
+    print(text)
+    output = args.output or (None if args.quick else HERE / "RESULTS.md")
+    if output is not None:
+        output.write_text(text + "\n")
+        print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

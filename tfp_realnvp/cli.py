@@ -296,7 +296,7 @@ def _build_parser() -> argparse.ArgumentParser:
                           "(default: 0)")
     fit.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                      help="compile the training step with XLA: faster steps after a compilation that takes "
-                          "seconds to a minute (default: Keras' choice, XLA when the model allows it)")
+                          "seconds to a minute (default: FlowModel.compile's, XLA on a single device)")
     fit.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                      help="Keras progress: 1 a progress bar, 2 one line per epoch, 0 silent "
                           "(default: 1 on a terminal, else 2)")

@@ -34,6 +34,13 @@ def _is_multi_worker() -> bool:
     return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
 
+# Training defaults of `FlowModel.compile`, chosen by benchmarks/speed.py (RESULTS.md): on a
+# 2-core CPU, XLA plus 16 steps per call trained S (event 2, 2x128) at 1.03x and L (event 64,
+# 2x256) at 1.39x the samples/s of Keras's own defaults (no XLA on CPU, one step per call).
+DEFAULT_JIT_COMPILE = True
+DEFAULT_STEPS_PER_EXECUTION = 16
+
+
 def _stateless_seed(seed: int | Sequence[int] | tf.Tensor) -> tf.Tensor:
     """An int seed becomes the stateless seed `[seed, 0]`: same seed, same draws, every call."""
     seed = tf.convert_to_tensor(seed)
@@ -193,26 +200,49 @@ class FlowModel(keras.Model):
 
     # -- training -----------------------------------------------------------------------
 
-    def compile(self, optimizer: Any = "adam", *, loss: Any = None, **kwargs: Any) -> None:
+    def compile(
+        self,
+        optimizer: Any = "adam",
+        *,
+        loss: Any = None,
+        jit_compile: bool | str = "auto",
+        steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION,
+        **kwargs: Any,
+    ) -> None:
         """Configures training; the loss is always the mean negative log-likelihood.
+
+        The defaults are the fastest measured (benchmarks/RESULTS.md): the training step
+        compiled with XLA, 16 steps per call.
 
         Args:
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
-          **kwargs: Passed to `keras.Model.compile` (`jit_compile`, `steps_per_execution`,
-            `metrics`, ...). Under a distribution strategy with several replicas, XLA is
-            turned off for the whole step (XLA cannot reach variables on other devices).
+          jit_compile: Whether to compile the training and evaluation steps with XLA.
+            `"auto"` (the default) means yes, also on CPU (where Keras's own `"auto"` means
+            no), except under a distribution strategy with several replicas, where XLA is off
+            (it cannot reach variables on other devices); `True` is also turned off there.
+          steps_per_execution: Training steps run per call of the compiled function. Defaults
+            to 16. Batch-level callback hooks (`on_train_batch_end`, the progress bar) run once
+            per call; epoch-level ones (EarlyStopping, ModelCheckpoint, TensorBoard's default)
+            are unaffected. Pass 1 for a hook after every batch.
+          **kwargs: Passed to `keras.Model.compile` (`metrics`, `run_eagerly`, ...).
 
         Raises:
-          ValueError: If a `loss` is given.
+          ValueError: If a `loss` is given, or `steps_per_execution` is not a positive int.
         """
         if loss is not None:
             raise ValueError(
                 f"FlowModel trains on its negative log-likelihood and takes no loss; got loss={loss!r}"
             )
-        if _num_replicas() > 1 and kwargs.get("jit_compile", "auto") in ("auto", True):
-            kwargs["jit_compile"] = False
-        super().compile(optimizer=optimizer, **kwargs)
+        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+            raise ValueError(f"steps_per_execution must be a positive int; got {steps_per_execution!r}")
+        if _num_replicas() > 1:
+            jit_compile = False
+        elif jit_compile == "auto":
+            jit_compile = DEFAULT_JIT_COMPILE
+        super().compile(
+            optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
+        )
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         # keras.Model skips this for models that override compile(); ours keeps the

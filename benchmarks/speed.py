@@ -20,22 +20,24 @@ and, for each:
 - training throughput (samples/s). tfp_realnvp: `FlowModel.fit` over an in-memory numpy
   array (`shuffle=False`), after a first `fit` on one batch (trace/compile, timed as "time to
   first step"), each epoch timed from `on_epoch_begin` to `on_epoch_end` by a callback; with
-  `compile()` defaults (on a CPU-only machine no XLA: Keras 3 resolves `jit_compile="auto"`
-  to False there), and in the full run also with `jit_compile=True` and/or
-  `steps_per_execution=16`. Stock: a `tf.function` training step (tf_keras Adam, same batch)
-  over pre-made batches, with and (full run) without `jit_compile=True`.
-- `log_prob` and `sample` throughput at batch 4096: called eagerly as a user would
-  (`model.log_prob(x)`, `model.sample(4096, seed=...)`), and through `tf.function(model.log_prob)`
-  and `tf.function(lambda seed: model.sample(4096, seed=seed))` (FlowModel exposes no compiled
-  versions of its own), with (full run) and without `jit_compile=True`; the same for the
-  stock `TransformedDistribution`.
+  `FlowModel.compile()` defaults (XLA, 16 steps per call), and in the full run also with
+  Keras's own CPU defaults (`jit_compile=False, steps_per_execution=1`) and each of the two
+  alone. Stock: a `tf.function` training step (tf_keras Adam, same batch) over pre-made
+  batches, with and (full run) without `jit_compile=True`.
+- `log_prob` and `sample` throughput at batch 4096: called directly, eagerly, as a user would
+  (`model.log_prob(x)`, `model.sample(4096, seed=...)`), and wrapped as a user would compile
+  them, `tf.function(model.log_prob)` and `tf.function(lambda seed: model.sample(4096,
+  seed=seed))`, with (full run) and without `jit_compile=True`; the same for the stock
+  `TransformedDistribution`.
 - the float32 1024x1024x1024 `tf.matmul` rate in a `tf.function` (best of several reps), and
   each tfp_realnvp figure as a fraction of it; also the rate of each conditioner layer's
   matmul shape at batch 4096, giving a matmul-only bound for `log_prob`/`sample`. FLOPs counted: only matmuls, 2*m*k*n each, so
   per coupling per sample `2 * (d_in*h + h*h + h*2*d_out)` for one conditioner pass;
   `log_prob` and `sample` evaluate each conditioner once (8 passes per sample), training is
   counted as 3x the forward pass (forward + gradients w.r.t. activations and weights).
-  Elementwise work (tanh, exp, Adam) is not counted.
+  Elementwise work (tanh, exp, Adam) is not counted. Also each of those training matmul
+  shapes at the training batch, giving a matmul-only bound for training (what the training
+  targets would need of it is reported next to it).
 - peak memory: the peak resident set size (Linux `VmHWM`: TF runtime, model, buffers) of a
   fresh subprocess per measurement, next to that process's RSS after import and build, so
   the difference is the working memory of the measurement. (`getrusage`'s `ru_maxrss` would
@@ -102,9 +104,27 @@ class Config:
         seconds = sum(2 * k * n / (gflops[_dense(batch, k, n, relu)] * 1e9) for k, n, relu in self.layer_shapes())
         return 1.0 / (self.num_couplings * seconds)
 
+    def training_matmuls(self) -> list[tuple[int, int, int, bool | None]]:
+        """`(m, k, n, relu)` of every matmul of a training step, per coupling, at the training
+        batch B: each layer's forward `[B, k] @ [k, n]` (+ bias [+ relu]), the gradient with
+        respect to its input `[B, n] @ [n, k]` and to its kernel `[k, B] @ [B, n]` (plain
+        matmuls, relu None)."""
+        b = self.batch_size
+        out = []
+        for k, n, relu in self.layer_shapes():
+            out += [(b, k, n, relu), (b, n, k, None), (k, b, n, None)]
+        return out
 
-def _dense(m: int, k: int, n: int, relu: bool) -> str:
-    return f"{m}x{k}x{n}{'+relu' if relu else ''}"
+    def training_bound(self, gflops: dict[str, float]) -> float:
+        """Samples/s of training if every matmul of the step ran at its shape's measured rate,
+        and nothing else (elementwise work, the optimizer, the step's overhead) took time."""
+        seconds = sum(2 * m * k * n / (gflops[_dense(m, k, n, relu)] * 1e9) for m, k, n, relu in self.training_matmuls())
+        return self.batch_size / (self.num_couplings * seconds)
+
+
+def _dense(m: int, k: int, n: int, relu: bool | None) -> str:
+    """A matmul's label: `mxkxn+relu` or `mxkxn` (with bias), `mxkxn matmul` (plain)."""
+    return f"{m}x{k}x{n}" + {True: "+relu", False: "", None: " matmul"}[relu]
 
 
 CONFIGS = {
@@ -134,7 +154,7 @@ class Plan:
 
 FULL = Plan(rounds=5, train_batches=64, eval_min_s=1.0, matmul_min_s=0.5, configs=("S", "L"),
             options=True, memory=True, stream_rows=(10_000, 1_000_000))
-# The smoke run goes through every code path but XLA and the compile options (whose traces
+# The smoke run goes through every code path but stock XLA and the compile options (whose traces
 # and compiles alone take minutes).
 QUICK = Plan(rounds=1, train_batches=2, eval_min_s=0.0, matmul_min_s=0.05, configs=("S",),
              options=False, memory=False, stream_rows=(4_096, 8_192))
@@ -150,15 +170,15 @@ def data(config: Config, rows: int, seed: int = 0) -> np.ndarray:
     return (rng.normal(size=(rows, config.event_size)) @ (np.eye(config.event_size) + mix)).astype(np.float32)
 
 
-def ours(config: Config, *, jit_compile: bool | str = "auto", steps_per_execution: int = 1):
+def ours(config: Config, **compile_kwargs):
+    """FlowModel with `compile()`'s defaults unless `compile_kwargs` say otherwise."""
     import keras
 
     from tfp_realnvp import FlowModel
 
     model = FlowModel(config.event_size, num_couplings=config.num_couplings,
                       hidden_units=config.hidden_units, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
-                  steps_per_execution=steps_per_execution)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kwargs)
     return model
 
 
@@ -285,27 +305,49 @@ PEAK = "1024x1024x1024"
 def matmul_rates(plan: Plan) -> dict[str, float]:
     """GFLOP/s (matmul FLOPs only) in a `tf.function`, best of several blocks: of a float32
     1024^3 `tf.matmul` (the peak), and of each conditioner layer at the log_prob/sample batch
-    as the model runs it (`matmul + bias`, `+ relu` for hidden layers, which TF fuses into one
-    op), so that a layer with 1 or 2 columns is measured on the kernel it really gets."""
-    layers = [(1024, 1024, 1024, None)]
-    for name in plan.configs:
-        layers += [(EVAL_BATCH, k, n, relu) for k, n, relu in CONFIGS[name].layer_shapes()]
+    as the model runs it: `matmul + bias` (`+ relu` for hidden layers; TF fuses the three into
+    one op), 8 times in a row in one graph as the 8 couplings do, so that per-call overhead
+    does not count and a layer with 1 or 2 columns is timed on the kernel it really gets."""
     contenders = {}
+    a = tf.random.stateless_normal([1024, 1024], seed=[1, 2])
+    b = tf.random.stateless_normal([1024, 1024], seed=[3, 4])
+    fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
+    contenders[PEAK] = call_contender(fn, 2 * 1024**3, plan.matmul_min_s)
+    layers = []
+    for name in plan.configs:
+        config = CONFIGS[name]
+        layers += [(EVAL_BATCH, k, n, relu) for k, n, relu in config.layer_shapes()]
+        layers += config.training_matmuls()
     for m, k, n, relu in dict.fromkeys(layers):
         a = tf.random.stateless_normal([m, k], seed=[1, 2])
         b = tf.random.stateless_normal([k, n], seed=[3, 4])
-        if relu is None:
-            label, fn = PEAK, tf.function(lambda a=a, b=b: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
-        else:
-            bias = tf.random.stateless_normal([n], seed=[5, 6])
-            act = tf.nn.relu if relu else tf.identity
-
-            def fn(a=a, b=b, bias=bias, act=act):
-                return tf.reduce_sum(act(tf.nn.bias_add(tf.matmul(a, b), bias))[:1, :1])
-
-            label, fn = _dense(m, k, n, relu), tf.function(fn)
-        contenders[label] = call_contender(fn, 2 * m * k * n, plan.matmul_min_s)
+        bias = None if relu is None else tf.random.stateless_normal([n], seed=[5, 6])
+        fn = tf.function(_dense_chain(a, b, bias, relu, DENSE_REPS))
+        contenders[_dense(m, k, n, relu)] = call_contender(fn, DENSE_REPS * 2 * m * k * n, plan.matmul_min_s)
     return {label: rate / 1e9 for label, rate in interleave(contenders, max(plan.rounds, 3)).items()}
+
+
+DENSE_REPS = 8  # dense layers timed one after another, as the 8 couplings run them
+
+
+def _dense_chain(
+    a: tf.Tensor, b: tf.Tensor, bias: tf.Tensor | None, relu: bool | None, reps: int
+) -> Callable[[], tf.Tensor]:
+    """`reps` dense layers (or plain matmuls, `bias=None`) one after the other; each one's
+    kernel depends on the one before (by `+ 0 * y[0, 0]`), so none can be hoisted or run
+    concurrently."""
+    act = tf.nn.relu if relu else tf.identity
+
+    def chain() -> tf.Tensor:
+        carry = tf.constant(0.0)
+        for _ in range(reps):  # unrolled: a while_loop's per-iteration cost would swamp small shapes
+            y = tf.matmul(a, b + carry)
+            if bias is not None:
+                y = act(tf.nn.bias_add(y, bias))
+            carry = 0.0 * y[0, 0]
+        return carry
+
+    return chain
 
 
 # -- memory (fresh subprocesses) ------------------------------------------------------------
@@ -339,7 +381,7 @@ def child(task: dict) -> dict:
     if task["kind"] == "train":
         x = data(config, config.batch_size * task["batches"])
         if task["who"] == "ours":
-            model = ours(config, jit_compile=task["jit"])
+            model = ours(config, **task["compile"])
             model.adapt(x)
             built = _rss_now_mib()
             model.fit(x, batch_size=config.batch_size, epochs=2, shuffle=False, verbose=0)
@@ -395,11 +437,12 @@ def run_child(task: dict) -> dict:
 # -- the measurements -----------------------------------------------------------------------
 
 
-# Options of FlowModel.compile measured beside its defaults in the full run: (key, label, kwargs).
+# Options of FlowModel.compile measured beside its defaults (XLA, 16 steps per call) in the
+# full run: (key, label, kwargs). The first is Keras's own default on a CPU.
 FIT_OPTIONS = (
-    ("ours_jit", "jit_compile=True", dict(jit_compile=True)),
-    ("ours_spe", "steps_per_execution=16", dict(steps_per_execution=16)),
-    ("ours_jit_spe", "jit_compile=True, steps_per_execution=16", dict(jit_compile=True, steps_per_execution=16)),
+    ("ours_keras", "jit_compile=False, steps_per_execution=1", dict(jit_compile=False, steps_per_execution=1)),
+    ("ours_nojit", "jit_compile=False", dict(jit_compile=False)),
+    ("ours_spe1", "steps_per_execution=1", dict(steps_per_execution=1)),
 )
 
 
@@ -446,9 +489,12 @@ def measure(config: Config, plan: Plan) -> dict:
 
 def measure_memory(config: Config, plan: Plan) -> dict:
     out = {}
-    for who, jit in (("ours", "auto"), ("ours", True), ("stock", False), ("stock", True)):
-        task = dict(kind="train", config=config.name, who=who, jit=jit, batches=plan.train_batches)
-        out[f"{who}{'_jit' if jit is True else ''}"] = run_child(task)
+    for key, who, jit in (("ours", "ours", None), ("ours_keras", "ours", False),
+                          ("stock", "stock", False), ("stock_jit", "stock", True)):
+        compile_kwargs = {} if jit is None else dict(jit_compile=False, steps_per_execution=1)
+        task = dict(kind="train", config=config.name, who=who, jit=jit, compile=compile_kwargs,
+                    batches=plan.train_batches)
+        out[key] = run_child(task)
     return out
 
 
@@ -483,17 +529,15 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
         f"- Load average (1 min) at start {started['load']:.2f}, at end {ended['load']:.2f}; "
         f"wall time {ended['elapsed']:.0f} s. Throughputs are the best of {plan.rounds} interleaved "
         "round(s); on a loaded machine only the ratios are meaningful.",
-        f"- Matmul peak (float32 1024x1024x1024 `tf.matmul`, `tf.function`): **{peak:.1f} GFLOP/s**. "
-        f"The conditioners' dense layers at batch {EVAL_BATCH} (m x k x n, matmul + bias [+ relu]): "
-        + ", ".join(f"{k}: {v:.1f}" for k, v in results["matmul"].items() if k != PEAK)
-        + " GFLOP/s.",
+        f"- Matmul peak (float32 1024x1024x1024 `tf.matmul`, `tf.function`): **{peak:.1f} GFLOP/s**, the "
+        "reference of every *% peak* (a layer's own shape can run faster).",
         "",
         "Columns: throughput in samples/s; *vs stock* and *vs stock+jit* are tfp_realnvp / stock; "
         "*% peak* is the tfp_realnvp figure's matmul FLOP rate over the 1024^3 matmul rate "
         "(FLOPs: 2*(d_in*h + h*h + h*2*d_out) per coupling per sample, x8 couplings; training 3x that). "
-        "tfp_realnvp training is `FlowModel.fit` with `compile()` defaults (no XLA on a CPU-only "
-        "machine: Keras 3 resolves `jit_compile=\"auto\"` to False there), and with the compile "
-        "options named; stock training is a `tf.function` step with tf_keras Adam (stock) or the same "
+        "tfp_realnvp training is `FlowModel.fit` with `FlowModel.compile()` defaults (XLA, 16 steps "
+        "per call), and with the compile options named (the first is Keras's own default on a CPU); "
+        "stock training is a `tf.function` step with tf_keras Adam (stock) or the same "
         "step with `jit_compile=True` (stock+jit); the targets are checked on the defaults row. "
         f"log_prob/sample at batch {EVAL_BATCH}: called eagerly as a user would (`model.log_prob(x)`, "
         "`dist.log_prob(x)`), and through `tf.function` (the *jit* rows: `jit_compile=True` on both sides).",
@@ -505,15 +549,33 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
         r = results[name]
         train, ev, first = r["train"], r["eval"], r["first"]
         fps = config.flops_per_sample()
-        bound = config.matmul_bound(results["matmul"], EVAL_BATCH)
+        rates = results["matmul"]
+        bound = config.matmul_bound(rates, EVAL_BATCH)
+        train_bound = config.training_bound(rates)
+        need = {"stock": TRAIN_VS_STOCK * train["stock"], "stock+jit": TRAIN_VS_STOCK_JIT * train.get("stock_jit", nan)}
+        eval_shapes = [_dense(EVAL_BATCH, k, n, relu) for k, n, relu in config.layer_shapes()]
+        train_shapes = list(dict.fromkeys(_dense(*shape) for shape in config.training_matmuls()))
         lines += [
             f"## {name}: event size {config.event_size}, {config.num_couplings} couplings, "
             f"conditioner {len(config.hidden_units)}x{config.hidden_units[0]}, training batch {config.batch_size}",
             "",
             f"Matmul FLOPs per sample: {fps / 1e3:.1f}k per pass through the conditioners (log_prob, "
             f"sample), {3 * fps / 1e3:.1f}k per training example. Matmul-only bound of one pass at batch "
-            f"{EVAL_BATCH} (each layer's matmul at its shape's measured rate, nothing else): "
+            f"{EVAL_BATCH} (each dense layer at its measured rate, nothing else): "
             f"{_fmt_rate(bound)} samples/s, {_fmt_pct(bound * fps / (peak * 1e9))} of peak.",
+            "",
+            f"Matmul-only bound of a training step at batch {config.batch_size} (every layer's forward, "
+            "input-gradient and kernel-gradient matmul at its measured rate; elementwise work, the "
+            f"optimizer and the step's overhead free): **{_fmt_rate(train_bound)} samples/s**. The "
+            f"training targets need {_fmt_rate(need['stock'])} (>= {TRAIN_VS_STOCK}x stock) and "
+            f"{_fmt_rate(need['stock+jit'])} (>= {TRAIN_VS_STOCK_JIT}x stock+jit): "
+            f"{_fmt_pct(need['stock'] / train_bound)} and {_fmt_pct(need['stock+jit'] / train_bound)} of that "
+            f"bound; tfp_realnvp's defaults reach {_fmt_pct(train['ours'] / train_bound)} of it, stock "
+            f"{_fmt_pct(train['stock'] / train_bound)}, stock+jit {_fmt_pct(train.get('stock_jit', nan) / train_bound)}.",
+            "",
+            f"Measured rates, GFLOP/s (8 in a row in one graph; m x k x n, `+relu`: with bias and ReLU, "
+            "`matmul`: plain): "
+            + ", ".join(f"{k}: {rates[k]:.1f}" for k in eval_shapes + train_shapes) + ".",
             "",
             "| figure | tfp_realnvp | stock | stock+jit | vs stock | vs stock+jit | % peak | target |",
             "|---|---|---|---|---|---|---|---|",
@@ -565,10 +627,10 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
                 "Peak memory while training (a fresh process each, 2 epochs of the timed data): "
                 "peak RSS (`VmHWM`) in MiB, and in brackets the RSS after import and build.",
                 "",
-                "| | tfp_realnvp | tfp_realnvp jit | stock | stock+jit |",
+                "| | tfp_realnvp (defaults) | tfp_realnvp (no XLA, 1 step per call) | stock | stock+jit |",
                 "|---|---|---|---|---|",
                 "| peak RSS | " + " | ".join(
-                    f"{m[k]['peak']:.0f} ({m[k]['built']:.0f})" for k in ("ours", "ours_jit", "stock", "stock_jit")
+                    f"{m[k]['peak']:.0f} ({m[k]['built']:.0f})" for k in ("ours", "ours_keras", "stock", "stock_jit")
                 ) + " |",
             ]
         lines.append("")

@@ -254,10 +254,13 @@ def test_bad_input():
 @pytest.mark.slow
 def test_short_fit_on_two_moons_clears_a_loose_bar():
     # A regression guard, not the quality target (that is benchmarks/two_moons_quality.py).
-    # The two-moons recipe's choices (raw coordinates), scaled down: ~0.50 nats here.
-    model = FlowModel(2, num_couplings=6, hidden_units=(64, 64), standardize=False)
-    model.compile(keras.optimizers.Adam(3e-3))
-    model.fit(_moons(8000, 0), epochs=12, batch_size=128, verbose=0)
+    # The two-moons recipe's choices (raw coordinates, cosine decay), scaled down. Short fits
+    # of two moons vary a lot with the seed (some start slowly): seeds 0-3 gave 0.45, 0.49,
+    # 0.62 and 0.64 nats, so the run is seeded; a flow that does not train stays above 1.3.
+    keras.utils.set_random_seed(1)
+    model = FlowModel(2, num_couplings=8, hidden_units=(64, 64), standardize=False, seed=1)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 16 * 63, alpha=0.01)))
+    model.fit(_moons(8000, 0), epochs=16, batch_size=128, verbose=0)
     nll = -float(np.mean(model.log_prob(_moons(2000, 1))))
     assert nll < 0.8, f"test NLL {nll:.3f} nats after a short fit; expected < 0.8"
 

@@ -19,3 +19,25 @@ def test_readme_has_examples():
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "__readme__"})
+
+
+RESULTS = README.parent / "benchmarks" / "RESULTS.md"
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"\n## {heading}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_quotes_the_speed_tables_of_results_md():
+    # The README's speed figures are copied from benchmarks/RESULTS.md; a new run of
+    # benchmarks/speed.py that is not copied over fails here instead of going stale.
+    quoted = [line for line in _section(README.read_text(), "Speed").splitlines() if line.startswith("|")]
+    results = RESULTS.read_text()
+    assert quoted, "README.md's Speed section quotes no table"
+    for config in ("S", "L"):
+        table = [line for line in _section(results, f"{config}:").splitlines() if line.startswith("| ")]
+        rows = [line for line in table if line.startswith(("| train (fit, defaults)", "| log_prob (tf.function)",
+                                                           "| sample (tf.function)"))]
+        assert len(rows) == 3, f"RESULTS.md's {config} table lacks rows: {table}"
+        missing = [row for row in rows if f"| {config} |" + row[1:] not in quoted]
+        assert not missing, f"README.md does not quote these {config} rows of RESULTS.md: {missing}"

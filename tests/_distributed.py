@@ -39,6 +39,8 @@ def _train(strategy: tf.distribute.Strategy | None, dataset: bool = False):
     with scope:
         model = FlowModel(3, num_couplings=2, hidden_units=(16,), seed=1)
         model.adapt(x)
+        # XLA off on both sides so that the kernels match; steps_per_execution is left to its
+        # default: 16 on one device, 1 under several replicas.
         model.compile(keras.optimizers.SGD(0.05), jit_compile=False)
     if dataset:
         data = tf.data.Dataset.from_tensor_slices(x).batch(GLOBAL_BATCH)
@@ -48,6 +50,7 @@ def _train(strategy: tf.distribute.Strategy | None, dataset: bool = False):
     else:
         history = model.fit(x, epochs=EPOCHS, batch_size=GLOBAL_BATCH, shuffle=False, verbose=0)
     losses = np.ravel(history.history["loss"]).tolist()
+    _train.steps_per_execution = model.steps_per_execution
     return losses, [v.numpy() for v in model.trainable_variables]
 
 
@@ -57,10 +60,12 @@ def main() -> None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         single_losses, single_weights = _train(None)
+        single_steps = _train.steps_per_execution
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         mirrored_losses, mirrored_weights = _train(strategy)
         result = dict(
             replicas=strategy.num_replicas_in_sync,
+            steps_per_execution=[single_steps, _train.steps_per_execution],
             single_losses=single_losses,
             mirrored_losses=mirrored_losses,
             max_weight_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights)),

@@ -282,6 +282,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["replicas"] == 2
+    assert result["steps_per_execution"] == [16, 1]  # the default: Keras's multi-step loop fails on 2 replicas
     # Same data, batches and init; the two replicas' gradients are summed in a different
     # order than one device's: float32 rounding only.
     np.testing.assert_allclose(result["mirrored_losses"], result["single_losses"], rtol=1e-5)

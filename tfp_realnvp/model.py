@@ -206,7 +206,7 @@ class FlowModel(keras.Model):
         *,
         loss: Any = None,
         jit_compile: bool | str = "auto",
-        steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION,
+        steps_per_execution: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Configures training; the loss is always the mean negative log-likelihood.
@@ -221,10 +221,12 @@ class FlowModel(keras.Model):
             `"auto"` (the default) means yes, also on CPU (where Keras's own `"auto"` means
             no), except under a distribution strategy with several replicas, where XLA is off
             (it cannot reach variables on other devices); `True` is also turned off there.
-          steps_per_execution: Training steps run per call of the compiled function. Defaults
-            to 16. Batch-level callback hooks (`on_train_batch_end`, the progress bar) run once
-            per call; epoch-level ones (EarlyStopping, ModelCheckpoint, TensorBoard's default)
-            are unaffected. Pass 1 for a hook after every batch.
+          steps_per_execution: Training steps run per call of the compiled function. `None`
+            (the default) means 16, or 1 under a distribution strategy with several replicas
+            or workers (Keras 3's multi-step loop fails on distributed iterators there).
+            Batch-level callback hooks (`on_train_batch_end`, the progress bar) run once per
+            call; epoch-level ones (EarlyStopping, ModelCheckpoint, TensorBoard's default) are
+            unaffected. Pass 1 for a hook after every batch.
           **kwargs: Passed to `keras.Model.compile` (`metrics`, `run_eagerly`, ...).
 
         Raises:
@@ -234,9 +236,12 @@ class FlowModel(keras.Model):
             raise ValueError(
                 f"FlowModel trains on its negative log-likelihood and takes no loss; got loss={loss!r}"
             )
+        distributed = _num_replicas() > 1 or _is_multi_worker()
+        if steps_per_execution is None:
+            steps_per_execution = 1 if distributed else DEFAULT_STEPS_PER_EXECUTION
         if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise ValueError(f"steps_per_execution must be a positive int; got {steps_per_execution!r}")
-        if _num_replicas() > 1:
+        if distributed:
             jit_compile = False
         elif jit_compile == "auto":
             jit_compile = DEFAULT_JIT_COMPILE

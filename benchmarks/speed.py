@@ -560,20 +560,27 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
             f"conditioner {len(config.hidden_units)}x{config.hidden_units[0]}, training batch {config.batch_size}",
             "",
             f"Matmul FLOPs per sample: {fps / 1e3:.1f}k per pass through the conditioners (log_prob, "
-            f"sample), {3 * fps / 1e3:.1f}k per training example. Matmul-only bound of one pass at batch "
-            f"{EVAL_BATCH} (each dense layer at its measured rate, nothing else): "
-            f"{_fmt_rate(bound)} samples/s, {_fmt_pct(bound * fps / (peak * 1e9))} of peak.",
+            f"sample), {3 * fps / 1e3:.1f}k per training example. **What limits log_prob and sample.** "
+            f"A pass at batch {EVAL_BATCH} made of nothing but its dense layers, each at its measured "
+            f"rate, would run at {_fmt_rate(bound)} samples/s ({_fmt_pct(bound * fps / (peak * 1e9))} of "
+            f"peak); log_prob (tf.function) reaches {_fmt_pct(ev['lp_ours'] / bound)} of that and sample "
+            f"{_fmt_pct(ev['sm_ours'] / bound)}; the rest of the time is the elementwise work (the "
+            "log-scale bound, exp, the log-determinant sums, the base density) and the per-op cost.",
             "",
-            f"Matmul-only rate of a training step at batch {config.batch_size}: if every layer's forward, "
-            "input-gradient and kernel-gradient matmul ran at the rate TF's own kernel reaches on its "
-            "shape (measured below, launch cost included) and elementwise work, the optimizer and the "
-            f"step's overhead were free: **{_fmt_rate(train_bound)} samples/s**. (XLA, which fuses and "
-            "uses its own kernels, can beat it.) The "
-            f"training targets need {_fmt_rate(need['stock'])} (>= {TRAIN_VS_STOCK}x stock) and "
-            f"{_fmt_rate(need['stock+jit'])} (>= {TRAIN_VS_STOCK_JIT}x stock+jit): "
-            f"{_fmt_pct(need['stock'] / train_bound)} and {_fmt_pct(need['stock+jit'] / train_bound)} of that "
-            f"rate; tfp_realnvp's defaults reach {_fmt_pct(train['ours'] / train_bound)} of it, stock "
-            f"{_fmt_pct(train['stock'] / train_bound)}, stock+jit {_fmt_pct(train.get('stock_jit', nan) / train_bound)}.",
+            f"**What limits training.** At batch {config.batch_size} TF's matmul kernels run the step's "
+            f"shapes at {min(rates[k] for k in train_shapes):.0f}-{max(rates[k] for k in train_shapes):.0f} "
+            f"GFLOP/s (rates below), against {peak:.0f} for 1024^3. A step made of nothing but its matmuls "
+            "(every layer's forward, input-gradient and kernel-gradient product at its shape's rate, "
+            "launch cost included; elementwise work, the optimizer and the step's overhead free) would run "
+            f"at **{_fmt_rate(train_bound)} samples/s**. tfp_realnvp's defaults reach "
+            f"{_fmt_pct(train['ours'] / train_bound)} of that rate (XLA fuses and uses its own kernels, so "
+            f"it can pass 100%), stock {_fmt_pct(train['stock'] / train_bound)}, stock+jit "
+            f"{_fmt_pct(train.get('stock_jit', nan) / train_bound)}. The training targets need "
+            f"{_fmt_rate(need['stock'])} (>= {TRAIN_VS_STOCK}x stock) and {_fmt_rate(need['stock+jit'])} "
+            f"(>= {TRAIN_VS_STOCK_JIT}x stock+jit): {_fmt_pct(need['stock'] / train_bound)} and "
+            f"{_fmt_pct(need['stock+jit'] / train_bound)} of that rate, "
+            f"{_fmt_pct(need['stock'] * 3 * fps / (peak * 1e9))} and "
+            f"{_fmt_pct(need['stock+jit'] * 3 * fps / (peak * 1e9))} of the 1024^3 peak.",
             "",
             f"Measured rates, GFLOP/s (8 in a row in one graph; m x k x n, `+relu`: with bias and ReLU, "
             "`matmul`: plain; at batch 4096 for log_prob/sample, then the training step's): "
@@ -714,7 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else HERE / "RESULTS.md")
     if output is not None:
         output.write_text(text + "\n")
-        print(f"wrote {output}", file=sys.stderr)
+        raw = output.with_suffix(".json")
+        raw.write_text(json.dumps(dict(results=results, quick=args.quick, started=started, ended=ended), indent=1) + "\n")
+        print(f"wrote {output} and {raw}", file=sys.stderr)
     return 0
 
 

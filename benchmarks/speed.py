@@ -99,10 +99,9 @@ class Config:
         """Matmul FLOPs of one pass through every conditioner, per sample."""
         return self.num_couplings * sum(2 * k * n for k, n, _ in self.layer_shapes())
 
-    def matmul_bound(self, gflops: dict[str, float], batch: int) -> float:
-        """Samples/s of one pass if each dense layer ran at its shape's measured rate, and nothing else took time."""
-        seconds = sum(2 * k * n / (gflops[_dense(batch, k, n, relu)] * 1e9) for k, n, relu in self.layer_shapes())
-        return 1.0 / (self.num_couplings * seconds)
+    def eval_matmuls(self, batch: int) -> list[tuple[int, int, int, bool]]:
+        """`(m, k, n, relu)` of every dense layer of one pass, per coupling, at `batch` rows."""
+        return [(batch, k, n, relu) for k, n, relu in self.layer_shapes()]
 
     def training_matmuls(self) -> list[tuple[int, int, int, bool | None]]:
         """`(m, k, n, relu)` of every matmul of a training step, per coupling, at the training
@@ -115,11 +114,12 @@ class Config:
             out += [(b, k, n, relu), (b, n, k, None), (k, b, n, None)]
         return out
 
-    def training_bound(self, gflops: dict[str, float]) -> float:
-        """Samples/s of training if every matmul of the step ran at its shape's measured rate,
-        and nothing else (elementwise work, the optimizer, the step's overhead) took time."""
-        seconds = sum(2 * m * k * n / (gflops[_dense(m, k, n, relu)] * 1e9) for m, k, n, relu in self.training_matmuls())
-        return self.batch_size / (self.num_couplings * seconds)
+    def matmul_bound(self, gflops: dict[str, float], matmuls: list[tuple[int, int, int, bool | None]], batch: int) -> float:
+        """Samples/s of `batch` rows if each of one coupling's `matmuls` (x every coupling) ran
+        at its shape's measured rate, and nothing else (elementwise work, the optimizer, the
+        step's overhead) took time."""
+        seconds = sum(2 * m * k * n / (gflops[_dense(m, k, n, relu)] * 1e9) for m, k, n, relu in matmuls)
+        return batch / (self.num_couplings * seconds)
 
 
 def _dense(m: int, k: int, n: int, relu: bool | None) -> str:
@@ -316,7 +316,7 @@ def matmul_rates(plan: Plan) -> dict[str, float]:
     layers = []
     for name in plan.configs:
         config = CONFIGS[name]
-        layers += [(EVAL_BATCH, k, n, relu) for k, n, relu in config.layer_shapes()]
+        layers += config.eval_matmuls(EVAL_BATCH)
         layers += config.training_matmuls()
     for m, k, n, relu in dict.fromkeys(layers):
         a = tf.random.stateless_normal([m, k], seed=[1, 2])
@@ -550,10 +550,10 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
         train, ev, first = r["train"], r["eval"], r["first"]
         fps = config.flops_per_sample()
         rates = results["matmul"]
-        bound = config.matmul_bound(rates, EVAL_BATCH)
-        train_bound = config.training_bound(rates)
+        bound = config.matmul_bound(rates, config.eval_matmuls(EVAL_BATCH), EVAL_BATCH)
+        train_bound = config.matmul_bound(rates, config.training_matmuls(), config.batch_size)
         need = {"stock": TRAIN_VS_STOCK * train["stock"], "stock+jit": TRAIN_VS_STOCK_JIT * train.get("stock_jit", nan)}
-        eval_shapes = [_dense(EVAL_BATCH, k, n, relu) for k, n, relu in config.layer_shapes()]
+        eval_shapes = [_dense(*shape) for shape in config.eval_matmuls(EVAL_BATCH)]
         train_shapes = list(dict.fromkeys(_dense(*shape) for shape in config.training_matmuls()))
         lines += [
             f"## {name}: event size {config.event_size}, {config.num_couplings} couplings, "

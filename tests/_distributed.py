@@ -50,8 +50,7 @@ def _train(strategy: tf.distribute.Strategy | None, dataset: bool = False):
     else:
         history = model.fit(x, epochs=EPOCHS, batch_size=GLOBAL_BATCH, shuffle=False, verbose=0)
     losses = np.ravel(history.history["loss"]).tolist()
-    _train.steps_per_execution = model.steps_per_execution
-    return losses, [v.numpy() for v in model.trainable_variables]
+    return losses, [v.numpy() for v in model.trainable_variables], model.steps_per_execution
 
 
 def main() -> None:
@@ -59,13 +58,12 @@ def main() -> None:
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        single_losses, single_weights = _train(None)
-        single_steps = _train.steps_per_execution
+        single_losses, single_weights, single_steps = _train(None)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        mirrored_losses, mirrored_weights = _train(strategy)
+        mirrored_losses, mirrored_weights, mirrored_steps = _train(strategy)
         result = dict(
             replicas=strategy.num_replicas_in_sync,
-            steps_per_execution=[single_steps, _train.steps_per_execution],
+            steps_per_execution=[single_steps, mirrored_steps],
             single_losses=single_losses,
             mirrored_losses=mirrored_losses,
             max_weight_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights)),
@@ -80,10 +78,10 @@ def main() -> None:
                 timeout_seconds=60.0,
             )
         )
-        losses, weights = _train(strategy, dataset=True)
+        losses, weights, _ = _train(strategy, dataset=True)
         np.savez(out, losses=np.array(losses), replicas=strategy.num_replicas_in_sync, *weights)
     elif mode == "single":
-        losses, weights = _train(None, dataset=True)
+        losses, weights, _ = _train(None, dataset=True)
         np.savez(out, losses=np.array(losses), replicas=1, *weights)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -52,38 +52,25 @@ PROG = "tfp-realnvp"
 # Training recipes: the defaults of `tfp-realnvp train --dataset NAME`. Keys are dataset names, and
 # "file" for `csv:PATH` / `npy:PATH`. Every key is an option of `train` (`num_couplings` is
 # `--couplings`); `num_train=None` means the dataset's default size.
+_TOY_RECIPE: dict[str, Any] = dict(
+    num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
+    epochs=60, batch_size=256, learning_rate=2e-3, validation_split=0.1, patience=10, num_train=None,
+)
 RECIPES: dict[str, dict[str, Any]] = {
     # Tuned on two moons (benchmarks/two_moons_quality.py): raw coordinates fit better than
     # standardised ones (test NLL ~0.33 vs ~0.34), and batch 512 for 60 epochs beat batch 256 for
     # 40 (less overfitting of the 20 000 points, fewer steps).
-    "two_moons": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
-        standardize=False,
-        epochs=60, batch_size=512, learning_rate=2e-3, validation_split=0.1, patience=10, num_train=None,
-    ),
-    "checkerboard": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
-        epochs=60, batch_size=256, learning_rate=2e-3, validation_split=0.1, patience=10, num_train=None,
-    ),
-    "eight_gaussians": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
-        epochs=60, batch_size=256, learning_rate=2e-3, validation_split=0.1, patience=10, num_train=None,
-    ),
-    "pinwheel": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
-        epochs=60, batch_size=256, learning_rate=2e-3, validation_split=0.1, patience=10, num_train=None,
-    ),
+    "two_moons": {**_TOY_RECIPE, "standardize": False, "batch_size": 512},
+    "checkerboard": _TOY_RECIPE,
+    "eight_gaussians": _TOY_RECIPE,
+    "pinwheel": _TOY_RECIPE,
     # 1437 training images of 64 pixels: a random permutation mixes all pixels (a reversal only swaps
     # the two halves), and integer pixels 0..16 are dequantized, scaled to [0, 1] and logit-transformed.
-    "digits": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="random",
-        integer_levels=17, logit_alpha=0.05, clipnorm=1.0,
-        epochs=100, batch_size=128, learning_rate=1e-3, validation_split=0.1, patience=15, num_train=None,
-    ),
-    "file": dict(
-        num_couplings=8, hidden_units=(128, 128), log_scale_bound="tanh", permutation="reverse",
-        epochs=100, batch_size=256, learning_rate=1e-3, validation_split=0.1, patience=10, num_train=None,
-    ),
+    "digits": {
+        **_TOY_RECIPE, "permutation": "random", "integer_levels": 17, "logit_alpha": 0.05, "clipnorm": 1.0,
+        "epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 15,
+    },
+    "file": {**_TOY_RECIPE, "epochs": 100, "learning_rate": 1e-3},
 }
 
 _LOG_SCALE_BOUNDS = ("tanh", "sigmoid", "unbounded")
@@ -123,44 +110,25 @@ def _describe(*paragraphs: str) -> str:
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse `type`: `convert(text)`, refused with "expected <expected>" unless `accept`ed."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _hidden_units(text: str) -> tuple[int, ...]:
@@ -414,8 +382,6 @@ def main(argv: Sequence[str] | None = None) -> int:
       0 on success, 2 for a usage or data error (reported as one line on stderr), 130 when
       interrupted.
     """
-    # TensorFlow's C++ info and warning logs stay off stderr, if TensorFlow is not imported yet.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _build_parser().parse_args(argv)
@@ -666,18 +632,6 @@ def _check_export_dir(path: str) -> None:
         raise _CommandError(f"--export-dir {path} is a file; expected a directory of SavedModel versions")
 
 
-def _import_export() -> Callable[..., pathlib.Path]:
-    try:
-        from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
-    except ModuleNotFoundError as error:
-        if error.name != "tfp_realnvp.export":
-            raise
-        raise _CommandError(
-            "this installation has no tfp_realnvp.export module; use --no-export to train without exporting"
-        ) from None
-    return export_saved_model
-
-
 # --------------------------------------------------------------------------------------------------
 # train
 
@@ -693,7 +647,6 @@ def _resolve_training(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("standardize", True)
     settings.setdefault("integer_levels", None)
     settings.setdefault("logit_alpha", None)
-    settings["hidden_units"] = tuple(settings["hidden_units"])
     return settings
 
 
@@ -728,12 +681,12 @@ def _split_stream(make_rows: Callable[[], Any], fraction: float, validation: boo
     """Rows of a streamed training split: the validation rows by index (`data.py`'s test-row rule), or the rest."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from tfp_realnvp.data import _is_test_row_tf  # pylint: disable=import-outside-toplevel
+
     # Plain TensorFlow ops: AutoGraph has nothing to convert (and would re-read this file's source).
     @tf.autograph.experimental.do_not_convert
     def keep(i: Any, row: Any) -> Any:
-        i = tf.cast(i, tf.float64)
-        is_validation = tf.math.ceil((i + 1.0) * fraction) > tf.math.ceil(i * fraction)
-        return tf.equal(is_validation, validation)
+        return tf.equal(_is_test_row_tf(i, fraction), validation)
 
     @tf.autograph.experimental.do_not_convert
     def drop_index(i: Any, row: Any) -> Any:
@@ -809,11 +762,9 @@ def _train(args: argparse.Namespace) -> int:
     if not args.no_export:
         export_dir = args.export_dir or os.path.join("saved_models", _dataset_slug(spec))
         _check_export_dir(export_dir)
-        export_saved_model = _import_export()
+        from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
     elif args.export_dir:
         raise _CommandError("--export-dir and --no-export contradict each other; give one of them")
-    if s["batch_size"] < 1 or s["epochs"] < 1:
-        raise _CommandError(f"epochs and batch size must be positive; got {s['epochs']} and {s['batch_size']}")
 
     import keras  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
@@ -1050,7 +1001,7 @@ def _export(args: argparse.Namespace) -> int:
             f"export version {args.version} already exists at {taken[args.version]}; expected a new version "
             f"(leave out --version for the next one, {max(taken) + 1})"
         )
-    export_saved_model = _import_export()
+    from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
     model = _load_model(model_path)
     try:
         exported = pathlib.Path(export_saved_model(model, args.export_dir, version=args.version))

@@ -34,9 +34,8 @@ def _is_multi_worker() -> bool:
     return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
 
-# Training defaults of `FlowModel.compile`, chosen by benchmarks/speed.py (RESULTS.md): on a
-# 2-core CPU, XLA plus 16 steps per call trained S (event 2, 2x128) at 1.03x and L (event 64,
-# 2x256) at 1.39x the samples/s of Keras's own defaults (no XLA on CPU, one step per call).
+# Training defaults of `FlowModel.compile`, the fastest that benchmarks/speed.py measured: see
+# RESULTS.md's rows against Keras's own CPU defaults (no XLA, one step per call).
 DEFAULT_JIT_COMPILE = True
 DEFAULT_STEPS_PER_EXECUTION = 16
 

@@ -115,16 +115,28 @@ def test_loss_figure_marks_the_best_validation_epoch():
     assert ax.get_xlabel() == "epoch" and "NLL" in ax.get_ylabel()
 
 
-def test_save_figure_never_overwrites(model_2d, tmp_path):
+def test_best_epoch_is_the_first_lowest_finite_value():
+    # Shared by loss.png's marker and the CLI's metrics.json, so the two cannot disagree.
+    assert plots.best_epoch([3.0, 1.0, float("nan"), 1.0, 2.0]) == 2
+    assert plots.best_epoch([float("nan"), float("inf"), 5.0]) == 3
+    assert plots.best_epoch([float("nan"), float("inf")]) is None
+    assert plots.best_epoch([]) is None
+
+
+def test_save_figure_never_overwrites(model_2d, tmp_path, monkeypatch):
     path = tmp_path / "loss.png"
     path.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="loss.png already exists; not overwriting it"):
         plots.save_figure(plots.loss_figure({"loss": [1.0, 0.5]}), path)
     assert path.read_bytes() == b"precious"
     model, x = model_2d
+    drawn = []
+    for name in ("density_figure", "samples_figure", "loss_figure"):
+        monkeypatch.setattr(plots, name, lambda *args, _name=name, **kwargs: drawn.append(_name))
     with pytest.raises(FileExistsError, match="loss.png already exists"):
         plots.plot_run(model, tmp_path, data=x, history={"loss": [1.0, 0.5]})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]  # checked before drawing anything
+    assert drawn == []  # checked before drawing anything
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
 
 
 def test_bad_arguments_are_named():

@@ -42,6 +42,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tfp_realnvp._files import write_new
+
 __all__ = [
     "RECIPES",
     "main",
@@ -464,24 +466,9 @@ def _new_run_dir(spec: str) -> pathlib.Path:
     return candidate
 
 
-def _write_new(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
-    """Writes a file through `write(temporary_path)` and links it to `path`, never over an existing file."""
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; not overwriting it")
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        write(partial)
-        os.link(partial, path)
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; not overwriting it") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
 def _write_json(path: pathlib.Path, value: Any) -> pathlib.Path:
     text = json.dumps(value, indent=2, default=_json_default) + "\n"
-    return _write_new(path, lambda p: p.write_text(text))
+    return write_new(path, lambda p: p.write_text(text))
 
 
 def _json_default(value: Any) -> Any:
@@ -864,9 +851,7 @@ def _train(args: argparse.Namespace) -> int:
     fit_seconds = time.time() - fit_started
     losses = {k: [float(v) for v in values] for k, values in history.history.items()}
     epochs_run = len(losses.get("loss", []))
-    monitored = losses.get(monitor, [])
-    finite = [v if math.isfinite(v) else math.inf for v in monitored]
-    best_epoch = int(np.argmin(finite)) + 1 if finite else None
+    best_epoch = plots.best_epoch(losses.get(monitor, []))
     stopped_early = epochs_run < s["epochs"]
 
     try:
@@ -877,7 +862,7 @@ def _train(args: argparse.Namespace) -> int:
     except stream_errors as error:
         raise _stream_error(error) from None
 
-    written += [_write_new(run_dir / _MODEL_FILE, model.save), _write_json(run_dir / _HISTORY_FILE, losses)]
+    written += [write_new(run_dir / _MODEL_FILE, model.save), _write_json(run_dir / _HISTORY_FILE, losses)]
     plot_data = _test_rows(data, model, limit=5000)
     written += plots.plot_run(model, run_dir, data=plot_data, history=losses, seed=args.seed,
                               title=_dataset_slug(data.name))
@@ -897,7 +882,7 @@ def _train(args: argparse.Namespace) -> int:
     }
     written.append(_write_json(run_dir / _METRICS_FILE, metrics))
 
-    restored = " (best weights restored)" if s["patience"] > 0 and best_epoch != epochs_run else ""
+    restored = " (best weights restored)" if s["patience"] > 0 and best_epoch not in (None, epochs_run) else ""
     stop = "stopped early" if stopped_early else "all epochs"
     print()
     print(f"Trained {epochs_run} epochs ({stop}) in {fit_seconds:.1f} s; best epoch {best_epoch}{restored}.")
@@ -983,9 +968,9 @@ def _sample(args: argparse.Namespace) -> int:
     model = _load_model(model_path)
     samples = np.asarray(model.sample(args.num_samples, seed=args.seed, temperature=args.temperature))
     if out.suffix == ".npy":
-        _write_new(out, lambda p: np.save(p, samples))
+        write_new(out, lambda p: np.save(p, samples))
     else:  # %.9g: float32 values read back exactly
-        _write_new(out, lambda p: np.savetxt(p, samples, delimiter=",", fmt="%.9g"))
+        write_new(out, lambda p: np.savetxt(p, samples, delimiter=",", fmt="%.9g"))
     print(f"Wrote {len(samples)} samples of {samples.shape[1]} feature(s) to {out} "
           f"(seed {args.seed}, temperature {args.temperature:g})")
     return 0

@@ -35,6 +35,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from tfp_realnvp._files import write_new
+
 if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
 
@@ -42,6 +44,7 @@ __all__ = [
     "DENSITY_FILE",
     "LOSS_FILE",
     "SAMPLES_FILE",
+    "best_epoch",
     "density_figure",
     "image_shape",
     "loss_figure",
@@ -278,11 +281,9 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     if val:
         ax.plot(np.arange(1, len(val) + 1), val, marker="." if len(val) < 40 else None, label="validation")
     monitored = val or loss
-    finite = [v for v in monitored if math.isfinite(v)]
-    if finite:
-        best = int(np.nanargmin(np.where(np.isfinite(monitored), monitored, np.nan)))
-        ax.axvline(best + 1, color="0.5", linestyle="--", linewidth=1,
-                   label=f"best epoch {best + 1}: {monitored[best]:.4f}")
+    best = best_epoch(monitored)
+    if best is not None:
+        ax.axvline(best, color="0.5", linestyle="--", linewidth=1, label=f"best epoch {best}: {monitored[best - 1]:.4f}")
     values = np.array([v for v in loss + val if math.isfinite(v)])
     if len(values) > 2:
         low, high = values.min(), np.percentile(values, 90)
@@ -297,6 +298,12 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     return fig
 
 
+def best_epoch(values: Sequence[float]) -> int | None:
+    """The 1-based epoch of the lowest finite value (the first, on ties); `None` if none is finite."""
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    return min(finite)[1] + 1 if finite else None
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:
     """Writes `fig` as a PNG at `path`, never over an existing file.
 
@@ -306,18 +313,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:
     Raises:
       FileExistsError: If `path` exists.
     """
-    path = pathlib.Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; not overwriting it")
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
-    try:
-        fig.savefig(partial, format="png", dpi=DPI)
-        os.link(partial, path)  # fails if `path` appeared meanwhile
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; not overwriting it") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    return write_new(path, lambda partial: fig.savefig(partial, format="png", dpi=DPI))
 
 
 def plot_run(
@@ -340,16 +336,18 @@ def plot_run(
       ValueError: If `data` does not have the model's event size.
     """
     directory = pathlib.Path(directory)
+    draw_density, draw_loss = model.event_size == 2, bool(history and history.get("loss"))
+    names = [DENSITY_FILE] * draw_density + [SAMPLES_FILE] + [LOSS_FILE] * draw_loss
+    for name in names:  # before drawing anything: a refusal costs no sampling
+        if (directory / name).exists():
+            raise FileExistsError(f"{directory / name} already exists; not overwriting it")
     prefix = f"{title}: " if title else ""
     figures = []
-    if model.event_size == 2:
+    if draw_density:
         figures.append((DENSITY_FILE, density_figure(model, data=data, seed=seed, title=f"{prefix}learned density")))
     figures.append((SAMPLES_FILE, samples_figure(model, data=data, seed=seed, temperature=temperature,
                                                  title=f"{prefix}samples beside data" if title else None)))
-    if history and history.get("loss"):
+    if draw_loss:
         figures.append((LOSS_FILE, loss_figure(history, title=f"{prefix}training curves")))
-    for name, _ in figures:
-        if (directory / name).exists():
-            raise FileExistsError(f"{directory / name} already exists; not overwriting it")
     directory.mkdir(parents=True, exist_ok=True)
     return [save_figure(fig, directory / name) for name, fig in figures]

@@ -41,3 +41,18 @@ def test_readme_quotes_the_speed_tables_of_results_md():
         assert len(rows) == 3, f"RESULTS.md's {config} table lacks rows: {table}"
         missing = [row for row in rows if f"| {config} |" + row[1:] not in quoted]
         assert not missing, f"README.md does not quote these {config} rows of RESULTS.md: {missing}"
+
+
+QUALITY = README.parent / "benchmarks" / "QUALITY.md"
+
+
+def test_readme_quotes_the_quality_table_of_quality_md():
+    # Likewise for benchmarks/two_moons_quality.py: the README's two-moons rows and verdict
+    # must be those of its last run.
+    quoted = _section(README.read_text(), "Quality")
+    quality = QUALITY.read_text()
+    rows = [line for line in quality.splitlines() if line.startswith("| ")]
+    verdict = next(line for line in quality.splitlines() if line.startswith("Mean "))
+    assert len(rows) >= 3, f"QUALITY.md has no per-seed table: {rows}"  # header and two seeds at least
+    missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
+    assert not missing, f"README.md's Quality section does not quote these lines of QUALITY.md: {missing}"

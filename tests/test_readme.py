@@ -52,7 +52,8 @@ def test_readme_quotes_the_quality_table_of_quality_md():
     quoted = _section(README.read_text(), "Quality")
     quality = QUALITY.read_text()
     rows = [line for line in quality.splitlines() if line.startswith("| ")]
-    verdict = next(line for line in quality.splitlines() if line.startswith("Mean "))
+    verdict = next((line for line in quality.splitlines() if line.startswith("Mean ")), None)
+    assert verdict, "QUALITY.md has no 'Mean ..., worst ...' verdict line"
     assert len(rows) >= 3, f"QUALITY.md has no per-seed table: {rows}"  # header and two seeds at least
     missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
     assert not missing, f"README.md's Quality section does not quote these lines of QUALITY.md: {missing}"

@@ -6,6 +6,10 @@ import os
 import pathlib
 from collections.abc import Callable
 
+__all__ = [
+    "write_new",
+]
+
 
 def write_new(path: str | os.PathLike[str], write: Callable[[pathlib.Path], object]) -> pathlib.Path:
     """Writes a file through `write(temporary_path)` and links it to `path`.

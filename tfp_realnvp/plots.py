@@ -283,7 +283,8 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     monitored = val or loss
     best = best_epoch(monitored)
     if best is not None:
-        ax.axvline(best, color="0.5", linestyle="--", linewidth=1, label=f"best epoch {best}: {monitored[best - 1]:.4f}")
+        ax.axvline(best, color="0.5", linestyle="--", linewidth=1,
+                   label=f"best epoch {best}: {monitored[best - 1]:.4f}")
     values = np.array([v for v in loss + val if math.isfinite(v)])
     if len(values) > 2:
         low, high = values.min(), np.percentile(values, 90)

@@ -8,7 +8,8 @@ Data, fixed by the issue: sklearn make_moons, noise 0.05, 20 000 training points
         [--learning-rate 3e-3] [--warmup-epochs 0] [--clipnorm N]
         [--jitter 0.02] [--restarts 4] [--seeds 0 1 2 3]
 
-Prints one line per seed and writes benchmarks/QUALITY.md. Not a test: it takes minutes.
+Prints one line per seed and writes benchmarks/QUALITY.md. Not a test: it takes about 45 minutes on 2 cores
+(16 fits of 2.5-3 minutes).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tfp_realnvp.data import load_dataset
 
 TARGET = 0.33
 # The recipe, and why. Batch 1024 for 90 epochs at 3e-3 (batch 512 for 60 epochs at 2e-3 gave
-# 0.3205/0.3249/0.3526/0.3212). Single runs then end at 0.314-0.326, or fail in one of two ways:
+# 0.3205/0.3249/0.3526/0.3212). Single runs then end at 0.314-0.318 with jitter (0.314-0.326
+# without), or fail in one of two ways:
 # - Collapsed tails. Most of the gap to make_moons' own density (true_nll) sits in a few dozen
 #   test points just past the training points: in one run at 0.3249, 25 points (0.5%) carried
 #   half of it, three beyond the outer moon's tip scoring 8-10 nats below the true density.
@@ -42,7 +44,7 @@ TARGET = 0.33
 #   outer moon and bends it around the inner one in the base space, instead of one straight
 #   cut between the moons. It shows on the training set, so the restart with the lowest
 #   training NLL is kept. Five of the sixteen runs of 2026-11-30 ended there, both of a pair
-#   in one case, so four restarts per seed (two missed on one seed of four).
+#   in one case, so four restarts per seed (with two, one seed of four missed: 0.3353).
 # Tried and not better: 8, 12 and 24 couplings, 2x64 units (underfits: 0.336-0.341), tanh or
 # silu hidden units (0.55-0.62), a frozen tanh scale, batch 256 (overfits) and 2048, 120
 # epochs, weight decay, rate 2e-3, gradient clipping, a linear warm-up of the rate, and keeping

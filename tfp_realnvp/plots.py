@@ -35,7 +35,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfp_realnvp._files import write_new
+from tfp_realnvp._files import check_new, write_new
 
 if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
@@ -340,8 +340,7 @@ def plot_run(
     draw_density, draw_loss = model.event_size == 2, bool(history and history.get("loss"))
     names = [DENSITY_FILE] * draw_density + [SAMPLES_FILE] + [LOSS_FILE] * draw_loss
     for name in names:  # before drawing anything: a refusal costs no sampling
-        if (directory / name).exists():
-            raise FileExistsError(f"{directory / name} already exists; not overwriting it")
+        check_new(directory / name)
     prefix = f"{title}: " if title else ""
     figures = []
     if draw_density:

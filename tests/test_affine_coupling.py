@@ -234,6 +234,38 @@ def test_lazy_event_shape_from_first_input():
     assert len(coupling.trainable_variables) == 5
 
 
+def _plain_conditioner(x1):
+    """A conditioner that is a plain function, not a Keras layer: (shift, raw log-scale) of x1."""
+    return tf.concat([0.3 * x1, -0.2 * x1], axis=-1), tf.concat([0.5 * x1, 0.4 * tf.sin(x1)], axis=-1)
+
+
+def _keras_conditioner(dtype):
+    conditioner = MLPConditioner((8,), output_shape=(2,), dtype=dtype, seed=0)
+    conditioner.build((None, 1))
+    for v in conditioner.weights:  # a fresh conditioner outputs zeros: the identity map
+        v.assign(np.full(v.shape, 0.3, v.dtype))
+    return conditioner
+
+
+@pytest.mark.parametrize("bound", ["tanh", "sigmoid", "unbounded"])
+@pytest.mark.parametrize("kind", ["keras_layer", "plain_callable"])
+def test_every_bound_follows_the_input_dtype(bound, kind, dtype):
+    # The bug: with a plain-function conditioner the tanh bound's learned scale was float32,
+    # and a float64 input failed inside TensorFlow ("cannot compute Mul").
+    conditioner = _plain_conditioner if kind == "plain_callable" else _keras_conditioner(dtype)
+    coupling = AffineCoupling(conditioner, num_masked=1, event_shape=(3,), log_scale_bound=bound)
+    x = tf.constant(np.random.default_rng(0).standard_normal((5, 3)), dtype=dtype)
+    y = coupling.forward(tf.identity(x))
+    fldj = coupling.forward_log_det_jacobian(tf.identity(x), event_ndims=1)
+    assert y.dtype == fldj.dtype == tf.as_dtype(dtype)
+    np.testing.assert_allclose(coupling.inverse(tf.identity(y)), x, **tolerances(x.dtype))
+    assert all(v.dtype == tf.as_dtype(dtype) for v in coupling.trainable_variables)
+    # The tanh bound's scale is a weight of the coupling, so a Keras model can track it.
+    scales = [w for layer in coupling.keras_layers for w in layer.weights if "scale" in w.name]
+    assert len(scales) == (1 if bound == "tanh" else 0)
+    assert np.max(np.abs(y - x)) > 1e-2
+
+
 def test_fresh_coupling_is_identity():
     coupling = VARIANTS["count_odd"].make("float32")
     x = _inputs(VARIANTS["count_odd"], "float32")

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 
 from tfp_realnvp import cli
+from tfp_realnvp.cli.parser import build_parser
+from tfp_realnvp.training import RECIPES, TrainingConfig
 
 # TensorFlow's C++ logging writes to stderr before any Python code can silence it: while
 # `import tensorflow` runs ("Could not find cuda drivers" on a CPU-only machine), and for errors
@@ -56,19 +58,25 @@ class Result:
         return f"$ {shlex.join(self.args)}\nexit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-def _run_all(commands: dict[str, tuple[list[str], pathlib.Path]]) -> dict[str, Result]:
-    """Runs `{name: (arguments, cwd)}` as `python -m tfp_realnvp ARGS`, a few at a time."""
+def _env(log_level: str | None = "2") -> dict[str, str]:
+    """The environment of a command: this one's, with TF_CPP_MIN_LOG_LEVEL set to `log_level` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, "COLUMNS": "100", **({"TF_CPP_MIN_LOG_LEVEL": log_level} if log_level is not None else {})}
+
+
+def _run_all(commands: dict[str, tuple]) -> dict[str, Result]:
+    """Runs `{name: (arguments, cwd[, env])}` as `python -m tfp_realnvp ARGS`, a few at a time."""
     pending = list(commands.items())
     running: dict[str, tuple[subprocess.Popen, list[str]]] = {}
     results: dict[str, Result] = {}
-    env = {**os.environ, "COLUMNS": "100"}
     deadline = time.monotonic() + _TIMEOUT_S
     while pending or running:
         while pending and len(running) < _MAX_PARALLEL:
-            name, (args, cwd) = pending.pop(0)
+            name, (args, cwd, *env) = pending.pop(0)
             argv = [sys.executable, "-m", "tfp_realnvp", *args] if args[:1] != ["<script>"] else args[1:]
             running[name] = (
-                subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                subprocess.Popen(argv, cwd=cwd, env=env[0] if env else _env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True),
                 argv,
             )
         done = [name for name, (proc, _) in running.items() if proc.poll() is not None]
@@ -144,9 +152,10 @@ def _console_script() -> str | None:
 @pytest.fixture(scope="module")
 def first(work) -> dict[str, Result]:
     return _run_all({
-        # The default paths (runs/two_moons-<time>, saved_models/two_moons/1), on a quick setting.
+        # The default paths (runs/two_moons-<time>, saved_models/two_moons/1), on a quick setting, with
+        # TF_CPP_MIN_LOG_LEVEL unset, as a user runs it.
         "two_moons": (["train", "--epochs", "2", "--num-train", "2000", "--num-test", "500", *_QUICK_FLOW],
-                      work / "default"),
+                      work / "default", _env(None)),
         "digits": (["train", "--dataset", "digits", "--epochs", "1", "--num-train", "200", "--num-test", "50",
                     *_QUICK_FLOW, "--no-export", "--output", "digits_run"], work),
         # 45 kB > --stream-above 0.01 MiB: streamed from disk through tf.data.
@@ -175,23 +184,37 @@ def test_train_writes_the_run_directory_and_an_export(first, work):
     assert metrics["export"] == os.path.join("saved_models", "two_moons", "1")
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == len(history["val_loss"]) == 2
+    # While XLA compiles the first step, the command says so.
+    assert "Compiling the training step with XLA" in result.stdout and "Compiled; the first call" in result.stdout
 
 
 @pytest.mark.slow
-def test_settings_hold_the_command_that_repeats_the_run(first, work):
+def test_a_run_prints_no_tensorflow_log_lines(first):
+    # TF_CPP_MIN_LOG_LEVEL unset: absl's start-up lines (oneDNN, CUDA drivers, cuInit, CPU
+    # features) and the XLA service banner are TensorFlow's, not the command's.
+    result = first["two_moons"]
+    assert result.returncode == 0, result
+    assert not [line for line in result.stderr.splitlines() if _TF_LOG.fullmatch(line)], result.stderr
+
+
+@pytest.mark.slow
+def test_settings_are_the_runs_training_configuration(first, work):
     assert first["two_moons"].returncode == 0, first["two_moons"]
-    settings = json.loads((_only_run_dir(work / "default") / "settings.json").read_text())
-    words = shlex.split(settings["command"])
-    assert words[:2] == ["tfp-realnvp", "train"]
-    args = cli._build_parser().parse_args(words[1:])
+    run_dir = _only_run_dir(work / "default")
+    config = TrainingConfig.from_file(run_dir / "settings.json")
     # Every hyper-parameter is spelled out, so a later change of the recipe does not change the run.
-    given = (args.num_couplings, args.hidden_units, args.epochs, args.num_train, args.num_test)
-    assert given == (2, (16,), 2, 2000, 500)
-    assert args.batch_size == cli.RECIPES["two_moons"]["batch_size"]
-    assert args.learning_rate == cli.RECIPES["two_moons"]["learning_rate"]
-    assert args.export_dir == str(work / "default" / "saved_models" / "two_moons")
-    assert settings["argv"][1:] == first["two_moons"].args[3:]
-    assert settings["model"]["num_couplings"] == 2
+    assert (config.flow_options["num_couplings"], config.flow_options["hidden_units"]) == (2, [16])
+    assert (config.epochs, config.num_train, config.num_test) == (2, 2000, 500)
+    assert config.batch_size == RECIPES["two_moons"]["batch_size"]
+    assert config.flow_options["permutation"] == RECIPES["two_moons"]["flow_options"]["permutation"]
+    assert config.standardize is RECIPES["two_moons"]["standardize"]
+    run = json.loads((run_dir / "run.json").read_text())
+    words = shlex.split(run["command"])
+    assert words == ["tfp-realnvp", "train", "--config", str((run_dir / "settings.json").resolve()),
+                     "--export-dir", str(work / "default" / "saved_models" / "two_moons")]
+    build_parser().parse_args(words[1:])  # a command the parser takes
+    assert run["argv"][1:] == first["two_moons"].args[3:]
+    assert run["data"]["num_fit"] == 1800 and run["versions"]["tensorflow"]
 
 
 @pytest.mark.slow
@@ -223,8 +246,12 @@ def plain(tmp_path_factory) -> tuple[pathlib.Path, dict[str, Result]]:
     cwd = tmp_path_factory.mktemp("plain")
     script = _console_script()
     missing = ["train", "--dataset", "csv:missing.csv", "--epochs", "1", "--output", "out"]
+    probe = ("import sys; from tfp_realnvp.cli import main; "
+             "codes = [main(['--help']), main(['train', '--help']), main(['train', '--epochs', '0'])]; "
+             "print('imported:', sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules), codes)")
     return cwd, _run_all({
         "help": (["--help"], cwd),
+        "no_tensorflow": (["<script>", sys.executable, "-c", probe], cwd),
         # Through the console script when installed: the other entry point.
         "missing_file": ((["<script>", script] if script else []) + missing, cwd),
     })
@@ -236,6 +263,14 @@ def test_help_works_as_a_module(plain):
     assert result.stdout.startswith("usage: tfp-realnvp ")
     for command in ("train", "evaluate", "sample", "export", "inspect", "plot"):
         assert re.search(rf"^    {command}\s+\S", result.stdout, re.M), result
+
+
+def test_help_and_argument_errors_answer_without_importing_tensorflow(plain):
+    # What makes them answer at once (benchmarks/cli_startup.py times them): no TensorFlow import.
+    result = plain[1]["no_tensorflow"]
+    assert result.returncode == 0, result
+    assert result.stdout.rstrip().endswith("imported: [] [0, 0, 2]"), result
+    assert "argument --epochs: expected a positive integer" in result.stderr
 
 
 def test_a_missing_file_ends_the_process_with_one_line_and_status_2(plain):
@@ -258,8 +293,11 @@ def model_path(first, work) -> pathlib.Path:
 def used(model_path, work) -> dict[str, Result]:
     cwd = work / "default"
     model = str(model_path)
+    settings = str(model_path.parent / "settings.json")
     return _run_all({
-        "evaluate": (["evaluate", "--model", model], cwd),
+        # TF_CPP_MIN_LOG_LEVEL set by the user: TensorFlow's lines come back.
+        "evaluate": (["evaluate", "--model", model], cwd, _env("0")),
+        "repeat": (["train", "--config", settings, "--no-export", "--output", "repeat"], cwd),
         "sample": (["sample", "--model", model, "-n", "50", "--seed", "7", "--output", "a.npy"], cwd),
         "plot": (["plot", "--model", model, "--output", "replot"], cwd),
     })
@@ -275,10 +313,32 @@ def test_evaluate_reproduces_the_test_nll_of_the_run(used, work):
 
 
 @pytest.mark.slow
+def test_a_user_who_sets_the_log_level_sees_tensorflows_lines(used):
+    result = used["evaluate"]
+    assert result.returncode == 0, result
+    assert [line for line in result.stderr.splitlines() if _TF_LOG.fullmatch(line)], result.stderr
+
+
+@pytest.mark.slow
+def test_config_repeats_the_run_and_its_metrics(used, work):
+    result = used["repeat"]
+    assert result.returncode == 0, result
+    first = json.loads((_only_run_dir(work / "default") / "metrics.json").read_text())
+    again = json.loads((work / "default" / "repeat" / "metrics.json").read_text())
+    assert json.loads((work / "default" / "repeat" / "settings.json").read_text()) == json.loads(
+        (_only_run_dir(work / "default") / "settings.json").read_text())
+    for split in ("train", "validation", "test"):
+        assert again[split]["rows"] == first[split]["rows"]
+        # Same seed, data, ops and thread count: repeats have been bit-identical here; 1e-6 leaves
+        # room for float32 sums taken in another order.
+        assert again[split]["nll"] == pytest.approx(first[split]["nll"], rel=1e-6), split
+
+
+@pytest.mark.slow
 def test_sample_is_reproducible_from_its_seed(used, work, model_path, capfd):
     cwd = work / "default"
     assert used["sample"].returncode == 0, used["sample"]
-    assert "Wrote 50 samples of 2 feature(s) to a.npy (seed 7, temperature 1)" in used["sample"].stdout
+    assert "Wrote 50 samples of shape 2 to a.npy (seed 7, temperature 1)" in used["sample"].stdout
     samples = np.load(cwd / "a.npy")
     assert samples.shape == (50, 2) and np.all(np.isfinite(samples))
     # Another process, the same seed: the same bytes. As CSV: the same samples, each float32 read back exactly.
@@ -384,7 +444,12 @@ _BAD_TRAIN_INPUTS = {
     "unknown_dataset": (["--dataset", "moons.csv"], r"unknown dataset 'moons\.csv'.*did you mean 'csv:moons\.csv'"),
     "bad_option": (["--hidden-units", "0,5"], r"argument --hidden-units: expected comma-separated positive"),
     "no_validation_rows": (["--dataset", "csv:two.csv"], r"leaves 0 validation and 1 training rows"),
-    "one_feature": (["--dataset", "csv:column.csv"], r"cannot build the flow: event_size must be an integer >= 2"),
+    "one_feature": (["--dataset", "csv:column.csv"],
+                    r"cannot build the flow: real_nvp is a flow over vectors: event_shape must be an integer >= 2"),
+    "event_shape_of_another_size": (["--event-shape", "3,1"],
+                                    r"event_shape \[3, 1\] holds 3 entries but two_moons has 2 feature\(s\) per row"),
+    "config_missing": (["--config", "nowhere.json"], r"no such configuration file: nowhere\.json"),
+    "config_unknown_field": (["--config", "typo.json"], r"typo\.json: unknown configuration field\(s\) epoch;"),
     "output_is_a_file": (["--output", "a_file"], r"--output a_file is a file; expected a directory"),
 }
 
@@ -399,6 +464,7 @@ def bad_files(tmp_path, monkeypatch) -> pathlib.Path:
     (tmp_path / "two.csv").write_text("1,2\n3,4\n")
     (tmp_path / "column.csv").write_text("".join(f"{i}\n" for i in range(20)))
     (tmp_path / "a_file").write_text("precious")
+    (tmp_path / "typo.json").write_text('{"epoch": 3}')
     big = np.random.default_rng(0).normal(size=(1000, 2))
     big[299, 0] = np.nan
     np.savetxt(tmp_path / "big_nan.csv", big, delimiter=",", fmt="%.6f")
@@ -440,16 +506,16 @@ def test_each_command_has_a_described_help(command, capsys):
 def test_train_help_shows_the_recipes(capsys):
     cli.main(["train", "--help"])
     out = capsys.readouterr().out
-    for name in cli.RECIPES:
-        assert re.search(rf"^  {name}\s+\d+\s+[\d,]+", out, re.M), name
+    for name in RECIPES:
+        assert re.search(rf"^  {name}\s+real_nvp\s+\d+\s+[\d,]+", out, re.M), name
     assert "integer_levels 17, logit_alpha 0.05" in out
 
 
 def test_recipes_cover_every_builtin_dataset():
     from tfp_realnvp.data import BUILTIN_DATASETS
 
-    assert set(cli.RECIPES) == set(BUILTIN_DATASETS) | {"file"}
-    assert cli.RECIPES["digits"]["integer_levels"] == 17
+    assert set(RECIPES) == set(BUILTIN_DATASETS) | {"file"}
+    assert RECIPES["digits"]["integer_levels"] == 17
 
 
 @pytest.mark.parametrize("argv, pattern", [

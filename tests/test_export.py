@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfp_realnvp import FlowModel, serving_check
 from tfp_realnvp import export as export_module
+from tfp_realnvp import files as files_module
 from tfp_realnvp.export import CONFIG_ASSET, SIGNATURE_KEYS, export_saved_model
 
 # Tolerances, with their reasons.
@@ -461,7 +462,7 @@ def test_failure_after_the_write_removes_the_whole_export(fake_write, model, use
         assert (path / "saved_model.pb").is_file()
         raise OSError("fsync failed")
 
-    monkeypatch.setattr(export_module, "_fsync_tree", fail)
+    monkeypatch.setattr(files_module, "_fsync_tree", fail)
     before = _snapshot(user_files)
     with pytest.raises(OSError, match="fsync failed"):
         export_saved_model(model, user_files)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_realnvp import channel_mask, checkerboard_mask
-from tfp_realnvp.masks import _BooleanMaskSplit, _CountSplit
+from tfp_realnvp.masks import MaskSplit, CountSplit
 
 
 def test_checkerboard_mask():
@@ -35,7 +35,7 @@ def test_mask_constructor_errors():
 
 @pytest.mark.parametrize("num_masked", [1, 2, -1, -3])
 def test_count_split_round_trip(num_masked):
-    plumbing = _CountSplit(num_masked)
+    plumbing = CountSplit(num_masked)
     plumbing.bind((4,))
     x = tf.reshape(tf.range(8.0), [2, 4])
     kept, moved = plumbing.split(x)
@@ -47,7 +47,7 @@ def test_count_split_round_trip(num_masked):
 
 def test_boolean_split_round_trip():
     mask = np.array([[True, False], [False, False]])
-    plumbing = _BooleanMaskSplit(mask)
+    plumbing = MaskSplit(mask)
     x = tf.constant([[[1.0, 2.0], [3.0, 4.0]]])
     masked, full = plumbing.split(x)
     np.testing.assert_array_equal(masked, [[[1.0, 0.0], [0.0, 0.0]]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -14,9 +15,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from sklearn.datasets import make_moons
 
-from tfp_realnvp import FlowModel
+from tfp_realnvp import AffineCoupling, FlowModel, MLPConditioner, checkerboard_mask, real_nvp, register_flow
+
+real_nvp_module = importlib.import_module("tfp_realnvp.flows.real_nvp")  # the package's real_nvp is the function
+
+tfd = tfp.distributions
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -140,6 +146,62 @@ def test_sample_is_reproducible_from_its_seed():
     # Temperature 0 maps the latent origin to one point.
     cold = model.sample(3, seed=7, temperature=0.0).numpy()
     np.testing.assert_allclose(cold, np.repeat(cold[:1], 3, axis=0))
+
+
+def test_samples_come_from_the_flows_base_distribution():
+    # A base of standard deviation 2 under an identity flow (a fresh one): the samples have it,
+    # which a hand-made N(0, I) draw would not.
+    def wide_base(event_shape, *, seed, dtype):
+        flow = real_nvp(event_shape, num_couplings=2, hidden_units=(4,), seed=seed, dtype=dtype)
+        base = tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.constant(2.0, dtype)), event_shape)
+        return tfd.TransformedDistribution(base, flow.bijector)
+
+    register_flow("test_wide_base", wide_base, replace=True)
+    model = FlowModel(2, flow="test_wide_base", standardize=False)
+    samples = model.sample(4000, seed=0, temperature=0.5).numpy()
+    # The standard error of a standard deviation from 4000 draws is sigma / sqrt(8000) ~ 0.011;
+    # 0.05 is over 4 of them.
+    np.testing.assert_allclose(samples.std(axis=0), [1.0, 1.0], atol=0.05)
+
+
+def test_random_permutations_are_kept_in_the_config_not_redrawn(monkeypatch):
+    model = _small_model(permutation="random", seed=5)
+    indices = model.get_config()["permutation"]
+    assert len(indices) == 3 and all(sorted(p) == [0, 1] for p in indices)
+    config = FlowModel(64, num_couplings=3, hidden_units=(4,), permutation="random", seed=5).get_config()
+    assert [sorted(p) for p in config["permutation"]] == [list(range(64))] * 2
+    # Rebuilding must not draw permutations again: a numpy whose streams changed builds the same flow.
+    def redrawn(*args, **kwargs):
+        raise AssertionError("a permutation was drawn again")
+
+    monkeypatch.setattr(real_nvp_module, "permutation_indices", redrawn)
+    rebuilt = FlowModel.from_config(config)
+    assert rebuilt.get_config()["permutation"] == config["permutation"]
+
+
+def test_configs_of_earlier_versions_still_load():
+    # Saved before flows had names: event_size and real_nvp's options at the top level.
+    old = dict(name="flow_model", trainable=True, event_size=2, num_couplings=3, hidden_units=[8],
+               permutation="reverse", seed=0, log_scale_bound="tanh", activation="relu", standardize=False,
+               integer_levels=None, logit_alpha=None, flow_dtype="float32")
+    model = FlowModel.from_config(old)
+    assert (model.event_shape, model.flow, model.get_config()["num_couplings"]) == ((2,), "real_nvp", 3)
+
+
+def test_image_events_are_checked_by_shape():
+    register_flow("test_image", _image_flow, replace=True)
+    model = FlowModel(event_shape=(4, 4, 1), flow="test_image")
+    assert model.log_prob(np.zeros((3, 4, 4, 1), "float32")).shape == (3,)
+    assert model.sample(2, seed=0).shape == (2, 4, 4, 1)
+    with pytest.raises(ValueError, match=r"input of shape \(3, 4, 4, 2\) does not end in the model's event shape "
+                                         r"\(4, 4, 1\); expected \[batch..., 4, 4, 1\]"):
+        model.log_prob(np.zeros((3, 4, 4, 2), "float32"))
+
+
+def _image_flow(event_shape, *, seed, dtype):
+    coupling = AffineCoupling(MLPConditioner((4,), event_ndims=3, dtype=dtype, seed=seed),
+                              mask=checkerboard_mask(event_shape))
+    return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(tf.zeros([], dtype), 1.0), event_shape), coupling)
 
 
 def _random_weights(model, scale=0.2):

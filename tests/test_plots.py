@@ -141,9 +141,9 @@ def test_save_figure_never_overwrites(model_2d, tmp_path, monkeypatch):
 
 def test_bad_arguments_are_named():
     model = _model(3)
-    with pytest.raises(ValueError, match="needs 2-D data; the model's event size is 3"):
+    with pytest.raises(ValueError, match=r"needs 2-D data; the model's event shape is \(3,\)"):
         plots.density_figure(model)
-    with pytest.raises(ValueError, match=r"data of shape \(5, 2\) does not match the model's event size 3"):
+    with pytest.raises(ValueError, match=r"data of shape \(5, 2\) does not match the model's event shape \(3,\)"):
         plots.samples_figure(model, data=np.zeros((5, 2)))
     with pytest.raises(ValueError, match="history has no 'loss' values"):
         plots.loss_figure({"val_loss": [1.0]})

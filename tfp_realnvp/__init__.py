@@ -1,38 +1,137 @@
-"""tfp_realnvp: Real NVP normalizing flows as TensorFlow Probability bijectors and distributions."""
+"""tfp_realnvp: Real NVP normalizing flows as TensorFlow Probability bijectors and distributions.
 
-import os as _os
+The public names below are imported from their modules on first use (PEP 562), so that
+`import tfp_realnvp`, and the command line's `--help`, do not pay TensorFlow's import (about 8 s).
+The package's Keras classes (`FlowModel` and the layers it saves) are registered with Keras as
+soon as Keras itself is imported, before or after this package, so
+`keras.models.load_model("m.keras")` finds them after a plain `import tfp_realnvp`.
+`import tfp_realnvp` sets no environment variables.
+"""
 
-# TensorFlow's C++ INFO/WARNING lines drown the command line's output; users can still set it.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from __future__ import annotations
 
-from tfp_realnvp.affine_coupling import AffineCoupling
-from tfp_realnvp.bounds import LOG_SCALE_BOUNDS
-from tfp_realnvp.bounds import TanhLogScale
-from tfp_realnvp.conditioners import MLPConditioner
-from tfp_realnvp.export import export_saved_model
-from tfp_realnvp.flows import coupling_layers
-from tfp_realnvp.flows import keras_layers
-from tfp_realnvp.flows import permutation_indices
-from tfp_realnvp.flows import real_nvp
-from tfp_realnvp.masks import channel_mask
-from tfp_realnvp.masks import checkerboard_mask
-from tfp_realnvp.model import FlowModel
-from tfp_realnvp.preprocessing import Preprocessing
-
-__all__ = [
-    "AffineCoupling",
-    "FlowModel",
-    "LOG_SCALE_BOUNDS",
-    "MLPConditioner",
-    "Preprocessing",
-    "TanhLogScale",
-    "channel_mask",
-    "checkerboard_mask",
-    "coupling_layers",
-    "export_saved_model",
-    "keras_layers",
-    "permutation_indices",
-    "real_nvp",
-]
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "AffineCoupling": "tfp_realnvp.bijectors.affine_coupling",
+    "FlowModel": "tfp_realnvp.model",
+    "HoldsKerasLayers": "tfp_realnvp.tracking",
+    "LOG_SCALE_BOUNDS": "tfp_realnvp.choices",
+    "MLPConditioner": "tfp_realnvp.conditioners.mlp",
+    "PERMUTATIONS": "tfp_realnvp.choices",
+    "Preprocessing": "tfp_realnvp.bijectors.preprocessing",
+    "RECIPES": "tfp_realnvp.training",
+    "TanhLogScale": "tfp_realnvp.bounds",
+    "TrainingConfig": "tfp_realnvp.training",
+    "channel_mask": "tfp_realnvp.masks",
+    "checkerboard_mask": "tfp_realnvp.masks",
+    "coupling_layers": "tfp_realnvp.flows.real_nvp",
+    "export_saved_model": "tfp_realnvp.export",
+    "fit_flow": "tfp_realnvp.training",
+    "keras_layers": "tfp_realnvp.tracking",
+    "permutation_indices": "tfp_realnvp.flows.real_nvp",
+    "real_nvp": "tfp_realnvp.flows.real_nvp",
+    "register_flow": "tfp_realnvp.flows.registry",
+    "registered_flows": "tfp_realnvp.flows.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfp_realnvp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    if "keras" in sys.modules:
+        _register_keras_classes()
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+# -- Keras registration --------------------------------------------------------------------
+# keras.models.load_model finds a custom class only once its module has run its
+# @register_keras_serializable decorator. These modules hold every such class.
+_KERAS_CLASS_MODULES = ("tfp_realnvp.model", "tfp_realnvp.flows")
+
+
+def _importing_this_package() -> bool:
+    """Whether one of this package's modules is being executed (its import is under way)."""
+    return any(
+        name.startswith("tfp_realnvp.") and getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+    )
+
+
+def _register_keras_classes() -> None:
+    # Inside an import of one of our own modules (which imported Keras first), importing the
+    # others now could meet that module half-executed; whoever imports it finishes the job.
+    if _importing_this_package() or all(name in sys.modules for name in _KERAS_CLASS_MODULES):
+        return
+    try:
+        for name in _KERAS_CLASS_MODULES:
+            importlib.import_module(name)
+    except Exception as error:  # never break the user's `import keras` over it
+        warnings.warn(
+            f"tfp_realnvp could not register its Keras classes ({type(error).__name__}: {error}); "
+            "import tfp_realnvp.model before keras.models.load_model",
+            stacklevel=2,
+        )
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Runs `_register_keras_classes` right after the module `keras` has been executed.
+
+    It finds `keras` through the other finders and wraps the loader's `exec_module`, then
+    puts the original loader back; a lookup that does not import (`importlib.util.find_spec`)
+    changes nothing.
+    """
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "keras":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _RegisteringLoader(spec.loader, self)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader: Any, finder: _AfterKerasImport) -> None:
+        self._loader, self._finder = loader, finder
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__.loader = module.__loader__ = self._loader
+        self._loader.exec_module(module)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+        _register_keras_classes()
+
+
+if "keras" in sys.modules:
+    _register_keras_classes()
+elif not any(isinstance(finder, _AfterKerasImport) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKerasImport())

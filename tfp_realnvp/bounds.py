@@ -23,12 +23,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfp_realnvp.choices import LOG_SCALE_BOUNDS
+
 __all__ = [
     "LOG_SCALE_BOUNDS",
     "TanhLogScale",
+    "make_log_scale_bound",
 ]
-
-LOG_SCALE_BOUNDS = ("tanh", "sigmoid", "unbounded")
 
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
@@ -71,6 +72,13 @@ def make_log_scale_bound(
     bound: str, *, event_ndims: int, dtype: Any = None
 ) -> tuple[Callable[[tf.Tensor], tf.Tensor], keras.layers.Layer | None]:
     """Returns `(fn, layer)`: the bounding function and the Keras layer holding its weights, if any.
+
+    Args:
+      bound: One of `LOG_SCALE_BOUNDS`.
+      event_ndims: Number of trailing axes of the raw log-scale that form the event.
+      dtype: The dtype (or Keras dtype policy) of the layer's weights, which must be the
+        input's: a float64 input needs a float64 scale. Defaults to `None`: Keras's default
+        float type, float32.
 
     Raises:
       ValueError: If `bound` is not one of `LOG_SCALE_BOUNDS`.

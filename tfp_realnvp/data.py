@@ -54,15 +54,17 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from tfp_realnvp.choices import BUILTIN_DATASETS
+
 __all__ = [
     "BUILTIN_DATASETS",
     "DataError",
     "Dataset",
     "as_tf_dataset",
+    "hold_out",
     "load_dataset",
+    "stream_error",
 ]
-
-BUILTIN_DATASETS: tuple[str, ...] = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "digits")
 
 _DEFAULT_NUM_TRAIN = 20000
 _DEFAULT_NUM_TEST = 5000
@@ -305,6 +307,49 @@ def as_tf_dataset(
 
 # ----------------------------------------------------------------------------------------------------------
 # Argument checks.
+
+
+def hold_out(
+    make_rows: Callable[[], tf.data.Dataset], fraction: float, *, held_out: bool
+) -> Callable[[], tf.data.Dataset]:
+    """Splits a stream of rows by row index with the streamed test-split rule (see the module docstring).
+
+    Args:
+        make_rows: A zero-argument callable returning a `tf.data.Dataset` of rows, such as
+            `Dataset.stream`.
+        fraction: The fraction held out, in (0, 1): `ceil(n * fraction)` of `n` rows.
+        held_out: True for the held-out rows (e.g. validation), False for the rest.
+
+    Returns:
+        A zero-argument callable returning the selected rows, in order.
+    """
+    _check_test_fraction(fraction)
+
+    # Plain TensorFlow ops: AutoGraph has nothing to convert (and would re-read this file's source).
+    @tf.autograph.experimental.do_not_convert
+    def keep(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
+        return tf.equal(_is_test_row_tf(i, fraction), held_out)
+
+    @tf.autograph.experimental.do_not_convert
+    def drop_index(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
+        return row
+
+    def make() -> tf.data.Dataset:
+        return make_rows().enumerate().filter(keep).map(drop_index)
+
+    return make
+
+
+def stream_error(error: Exception) -> DataError:
+    """The data problem behind a failed `tf.data` read of a streamed file, as a `DataError`.
+
+    The checks inside a streamed pipeline fail the iteration with `tf.errors.InvalidArgumentError`,
+    whose text carries the one-line message (an assertion's, or a `DataError` raised in a generator).
+    """
+    text = str(error)
+    match = re.search(r"assertion failed: \[(.*?)\]", text, re.S) or re.search(r"DataError: (.*)", text)
+    message = match.group(1) if match else text.strip().splitlines()[0]
+    return DataError(message.replace("\\'", "'"))
 
 
 def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:

@@ -3,23 +3,24 @@
 TF Serving watches a base directory and serves the highest integer-named version folder in it,
 `base_dir/<version>/`, loading each with TensorFlow's C++ SavedModel loader (tag `serve`).
 `export_saved_model` writes such a version with five signatures, each a pure TensorFlow graph
-(no Python, no TensorFlow Probability needed to load it). With `f = bijector.inverse` the map
-from data `x` to latent `z` (preprocessing included: standardisation, integer scaling, logit):
+(no Python, no TensorFlow Probability needed to load it). With `E` the model's event shape
+(`[D]` for vectors, `[H, W, C]` for images) and `f = bijector.inverse` the map from data `x` to
+latent `z` (preprocessing included: standardisation, integer scaling, logit):
 
 ```none
-serving_default, log_prob:  x [n, D]                  -> log_prob [n] = log p(x)
-sample:                     num_samples, seed,        -> samples [num_samples, D]
+serving_default, log_prob:  x [n, *E]                 -> log_prob [n] = log p(x)
+sample:                     num_samples, seed,        -> samples [num_samples, *E]
                             temperature                  = f^{-1}(temperature * eps),
-                                                         eps ~ N(0, I) from seed [seed, 0]
-forward:                    z [n, D]                  -> x [n, D] = f^{-1}(z)
-inverse:                    x [n, D]                  -> z [n, D] = f(x),
+                                                         eps ~ base from seed [seed, 0]
+forward:                    z [n, *E]                 -> x [n, *E] = f^{-1}(z)
+inverse:                    x [n, *E]                 -> z [n, *E] = f(x),
                                                          log_det_jacobian [n] = log|det df/dx|
 ```
 
-so that `log_prob = log N(z; 0, I) + log_det_jacobian`. Clients send raw data: the
-preprocessing is inside the graph, exactly as `FlowModel.log_prob` includes it. Every `[n, D]`
-input is checked at run time (`EnsureShape`), so a batch with the wrong number of features fails
-instead of broadcasting. Float inputs and outputs have the model's `flow_dtype`; `num_samples`
+so that `log_prob = log p_base(z) + log_det_jacobian`. Clients send raw data: the
+preprocessing is inside the graph, exactly as `FlowModel.log_prob` includes it. Every
+`[n, *E]` input is checked at run time (`EnsureShape`), so a batch of the wrong event shape
+fails instead of broadcasting. Float inputs and outputs have the model's `flow_dtype`; `num_samples`
 is int32 and `seed` int64. A SavedModel signature has no default values, and TF Serving rejects
 a request that lacks one of the signature's inputs ("input size does not match signature"), so a
 `sample` request must send all three.
@@ -46,9 +47,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -56,6 +54,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfp_realnvp.files import publish_version
 from tfp_realnvp.model import FlowModel
 
 __all__ = [
@@ -71,13 +70,7 @@ CONFIG_ASSET = pathlib.PurePosixPath("assets.extra", "flow_config.json")
 """The model's configuration, relative to the version folder. `assets.extra/` is TF Serving's
 place for files beside a SavedModel (e.g. warm-up requests); the loaders ignore it."""
 
-# TF Serving parses version folder names as int64; only ASCII digits name a version.
-_VERSION_NAME = re.compile(r"[0-9]+")
-_MAX_VERSION = 2**63 - 1
-_TEMP_PREFIX = ".tmp-"
-# With version=None, concurrent exporters may pick the same number: the loser of the rename
-# takes the next free one, this many times at most.
-_MAX_RENAME_ATTEMPTS = 16
+_MAX_VERSION = 2**63 - 1  # TF Serving parses version folder names as int64
 
 
 def _check_version(version: Any) -> int:
@@ -91,45 +84,21 @@ def _check_version(version: Any) -> int:
     return int(version)
 
 
-def _existing_versions(base_dir: pathlib.Path) -> dict[int, str]:
-    """The version folders TF Serving would see in `base_dir`, by number (name as found)."""
-    versions = {}
-    if base_dir.is_dir():
-        for entry in base_dir.iterdir():
-            if _VERSION_NAME.fullmatch(entry.name):
-                versions[int(entry.name)] = entry.name
-    return versions
-
-
-def _next_version(base_dir: pathlib.Path) -> int:
-    return max(_existing_versions(base_dir), default=0) + 1
-
-
-def _raise_if_exists(base_dir: pathlib.Path, version: int) -> None:
-    name = _existing_versions(base_dir).get(version)
-    if name is not None:
-        found = "" if name == str(version) else f" (as {name!r})"
-        raise FileExistsError(
-            f"version {version} already exists in {base_dir}{found}; choose another version or "
-            "leave version=None"
-        )
-
-
 _Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
 
 
 def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
     """The signature functions and their input specs, by signature key."""
-    size, dtype = model.event_size, model.flow_dtype
+    event_shape, dtype = list(model.event_shape), model.flow_dtype
     bijector = model.distribution.bijector  # forward: z -> x, preprocessing included
 
     def batch(name: str) -> tf.TensorSpec:
-        return tf.TensorSpec([None, size], dtype, name=name)
+        return tf.TensorSpec([None, *event_shape], dtype, name=name)
 
     def checked(tensor: tf.Tensor, shape: list[int | None] | None = None) -> tf.Tensor:
         # A placeholder's shape is not enforced when a server feeds it (a [n, 1] batch would
         # broadcast against [D] statistics); EnsureShape is, with a message naming both shapes.
-        return tf.ensure_shape(tensor, [None, size] if shape is None else shape)
+        return tf.ensure_shape(tensor, [None, *event_shape] if shape is None else shape)
 
     def log_prob(x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"log_prob": model.log_prob(checked(x))}
@@ -154,7 +123,7 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
         x = checked(x)
         return {
             "z": bijector.inverse(x),
-            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=1),
+            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape)),
         }
 
     sample_specs = [
@@ -193,25 +162,6 @@ def _write_saved_model(model: FlowModel, path: pathlib.Path) -> None:
     config_path.write_text(json.dumps(_flow_config(model), indent=2) + "\n")
 
 
-def _fsync_tree(path: pathlib.Path) -> None:
-    """Flushes every file and folder under `path` to disk, so the rename publishes whole files."""
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(pathlib.Path(root))
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot sync a directory; the files are synced
-        pass
-    finally:
-        os.close(fd)
-
-
 def export_saved_model(
     model: FlowModel,
     base_dir: str | os.PathLike[str],
@@ -220,15 +170,15 @@ def export_saved_model(
 ) -> pathlib.Path:
     """Exports `model` as `base_dir/<version>/`, a SavedModel that TF Serving serves.
 
-    The signatures (inputs and outputs by name, `D = model.event_size`, float tensors in
-    `model.flow_dtype`, every `[n, D]` batch of any size `n`, checked to have `D` features):
+    The signatures (inputs and outputs by name, `E = model.event_shape`, float tensors in
+    `model.flow_dtype`, every `[n, *E]` batch of any size `n`, checked to have event shape `E`):
 
     ```none
-    serving_default, log_prob:  x [n, D]                     -> log_prob [n]
+    serving_default, log_prob:  x [n, *E]                    -> log_prob [n]
     sample:                     num_samples (int32), seed (int64),
-                                temperature (float), scalars -> samples [num_samples, D]
-    forward:                    z [n, D]                     -> x [n, D]
-    inverse:                    x [n, D]                     -> z [n, D], log_det_jacobian [n]
+                                temperature (float), scalars -> samples [num_samples, *E]
+    forward:                    z [n, *E]                    -> x [n, *E]
+    inverse:                    x [n, *E]                    -> z [n, *E], log_det_jacobian [n]
     ```
 
     `log_prob` equals `model.log_prob(x)` (preprocessing included); a row with a NaN gives a NaN
@@ -280,36 +230,4 @@ def export_saved_model(
     base_dir = pathlib.Path(base_dir)
     if base_dir.exists() and not base_dir.is_dir():
         raise NotADirectoryError(f"base_dir {base_dir} exists and is not a directory")
-    if version is not None:
-        _raise_if_exists(base_dir, version)  # before the expensive part
-    base_dir.mkdir(parents=True, exist_ok=True)
-
-    label = "auto" if version is None else str(version)
-    temp = pathlib.Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{label}-", dir=base_dir))
-    # mkdtemp makes the folder private (0700); a model server running as another user must read it.
-    temp.chmod(0o755)
-    try:
-        _write_saved_model(model, temp)
-        _fsync_tree(temp)
-        for _ in range(_MAX_RENAME_ATTEMPTS):
-            target = _next_version(base_dir) if version is None else version
-            _raise_if_exists(base_dir, target)
-            final = base_dir / str(target)
-            try:
-                os.rename(temp, final)  # atomic; fails if `final` appeared and is not empty
-            except OSError:
-                if not final.exists():
-                    raise
-                if version is not None:
-                    _raise_if_exists(base_dir, version)
-                continue  # another exporter took this number: take the next
-            _fsync_dir(base_dir)
-            return final
-        raise FileExistsError(
-            f"could not claim a free version in {base_dir} after {_MAX_RENAME_ATTEMPTS} "
-            "attempts: other exports keep taking them; pass version= explicitly"
-        )
-    finally:
-        # Whatever happened (an error, KeyboardInterrupt), no half-written export stays behind.
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
+    return publish_version(base_dir, lambda folder: _write_saved_model(model, folder), version=version)

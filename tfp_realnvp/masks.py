@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "CountSplit",
+    "MaskSplit",
     "channel_mask",
     "checkerboard_mask",
 ]
@@ -76,7 +78,7 @@ def channel_mask(event_shape: Sequence[int], *, parity: int = 0) -> np.ndarray:
     return np.broadcast_to(first_half == (parity == 0), event_shape).copy()
 
 
-class _CountSplit:
+class CountSplit:
     """Plumbing for a vector event whose first `num_masked` coordinates are unchanged.
 
     `split(x) = (x[..., :d], x[..., d:])` and `merge` concatenates back (mirrored for
@@ -127,7 +129,7 @@ class _CountSplit:
         return shift, log_scale
 
 
-class _BooleanMaskSplit:
+class MaskSplit:
     """Plumbing for an explicit boolean mask of any rank: True entries are unchanged.
 
     `split(x) = (where(mask, x, 0), x)`; the affine map acts on the whole event and `merge`

@@ -1,10 +1,9 @@
-"""FlowModel: a Real NVP density as a Keras 3 model, trained with `model.fit`."""
+"""FlowModel: a flow density as a Keras 3 model, trained with `model.fit`."""
 
 from __future__ import annotations
 
+import json
 import math
-import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +12,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.flows import keras_layers, real_nvp
-from tfp_realnvp.preprocessing import Preprocessing
+from tfp_realnvp.bijectors.preprocessing import Preprocessing
+from tfp_realnvp.callbacks import with_progress_bar
+from tfp_realnvp.flows.registry import flow_builder
+from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
 
 __all__ = [
     "FlowModel",
@@ -41,43 +42,100 @@ DEFAULT_STEPS_PER_EXECUTION = 16
 
 
 def _stateless_seed(seed: int | Sequence[int] | tf.Tensor) -> tf.Tensor:
-    """An int seed becomes the stateless seed `[seed, 0]`: same seed, same draws, every call."""
+    """The int32 pair TFP samples from: same seed, same draws, every call.
+
+    An int seed `s` becomes `[s mod 2**31, s // 2**31]`, which is `[s, 0]` for `0 <= s < 2**31`
+    (the int64 seeds of an export's `sample` signature included); a pair is cast to int32.
+    """
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:
-        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    return seed
+        seed = tf.cast(seed, tf.int64)
+        seed = tf.stack([tf.bitwise.bitwise_and(seed, 2**31 - 1), tf.bitwise.right_shift(seed, 31)])
+    return tf.cast(seed, tf.int32)
+
+
+def _progress(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`fit`/`evaluate`/`predict` keyword arguments with the truthful progress bar among the callbacks."""
+    return {**kwargs, "callbacks": with_progress_bar(kwargs.get("callbacks"))}
+
+
+def _event_shape(event_size: Any, event_shape: Any) -> tuple[int, ...]:
+    if (event_size is None) == (event_shape is None):
+        raise ValueError(
+            "give exactly one of event_size (an int, for vectors) and event_shape (e.g. [8, 8, 1]); "
+            f"got event_size={event_size!r}, event_shape={event_shape!r}"
+        )
+    shape = (event_size,) if event_shape is None else event_shape
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+        raise ValueError(f"event_shape must be positive integers, e.g. [2] or [8, 8, 1]; got {event_shape!r}"
+                         if event_shape is not None else f"event_size must be a positive integer; got {event_size!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _json_options(flow: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options as a JSON round trip gives them back (tuples become lists), so the model's config
+    in memory is the one it saves."""
+    try:
+        return json.loads(json.dumps(options))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"the options of flow {flow!r} must be JSON values (numbers, strings, booleans, None, lists, dicts) "
+            f"so the model can save and rebuild them; {error}"
+        ) from None
 
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
 class FlowModel(keras.Model):
-    """A Real NVP density over `[n, event_size]` data, as a Keras 3 model.
+    """A flow density over events of any shape, as a Keras 3 model.
 
-    `model(x)` and `model.log_prob(x)` return `log p(x)` per row, exact in the data's own
+    `model(x)` and `model.log_prob(x)` return `log p(x)` per example, exact in the data's own
     units (the preprocessing's log-determinants included). `compile` needs no loss: training
     minimises the mean negative log-likelihood, so `fit(x)` takes data without labels. The
-    flow is a `real_nvp(...)` chain behind a `Preprocessing` bijector; `model.distribution` is
-    the whole thing as a `tfd.TransformedDistribution`.
+    flow comes from a registered builder (`"real_nvp"` by default; see
+    `tfp_realnvp.register_flow`) and sits behind a `Preprocessing` bijector;
+    `model.distribution` is the whole thing as a `tfd.TransformedDistribution`.
+
+    Every Keras layer of the flow is tracked (`tfp_realnvp.tracking`): the model refuses a flow
+    holding a layer, or a `tf.Variable`, that it could not train and save.
 
     Metrics: `loss` and `nll` (mean NLL in nats per example), and for integer data
     `bits_per_dim`, `nll / (event_size * ln 2)` of the dequantized data (integer data are
     dequantized with fresh uniform noise at every training and evaluation step).
 
     Args:
-      event_size: Number of features.
-      num_couplings: Affine couplings in the flow. Defaults to 8.
-      hidden_units: Hidden widths of each conditioner. Defaults to `(128, 128)`.
-      permutation: `"reverse"` or `"random"`. Defaults to `"reverse"`.
-      seed: Seed of the permutations, initial weights and dequantization noise. Defaults to 0.
-      log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`. Defaults to `"tanh"`.
-      activation: Conditioner activation. Defaults to `"relu"`.
-      standardize: Fit mean/std on the training data (automatically at the first `fit`, or
-        with `adapt`). Defaults to `True`.
+      event_size: Number of features of vector data; the same as `event_shape=[event_size]`.
+        Give this or `event_shape`.
+      event_shape: The shape of one example, e.g. `[8, 8, 1]`. Defaults to `None`.
+      flow: The registered name of the flow's builder. Defaults to `"real_nvp"`.
+      seed: Seed of the flow's random choices and initial weights, and of the
+        dequantization noise. Defaults to 0.
+      standardize: Fit a mean and standard deviation per event entry on the training data
+        (automatically at the first `fit`, or with `adapt`). Defaults to `True`.
       integer_levels: Number of levels of integer data (e.g. 17 for 8x8 digits); turns on
         dequantization and `bits_per_dim`. Defaults to `None`.
       logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1]`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
-      **kwargs: Passed to `keras.Model` (`name`).
+      name: The model's name. Defaults to `None` (Keras's).
+      trainable: Passed to `keras.Model`. Defaults to `True`.
+      dtype: Passed to `keras.Model`. Defaults to `None`.
+      **flow_options: The builder's own options, JSON values; for `"real_nvp"`:
+        `num_couplings` (8), `hidden_units` ((128, 128)), `permutation` ("reverse"),
+        `log_scale_bound` ("tanh"), `activation` ("relu"). A random choice
+        (`permutation="random"`) is drawn once and kept in the config, so a saved model
+        rebuilds the same flow.
+
+    Raises:
+      ValueError: For a bad event shape, an unregistered flow, or a flow whose events do not
+        have `event_shape`.
+      TypeError: For options that are not JSON values, or a flow that is not a
+        `TransformedDistribution` or holds weights the model cannot track.
 
     Example:
 
@@ -91,60 +149,84 @@ class FlowModel(keras.Model):
 
     def __init__(
         self,
-        event_size: int,
+        event_size: int | None = None,
         *,
-        num_couplings: int = 8,
-        hidden_units: Sequence[int] = (128, 128),
-        permutation: str = "reverse",
+        event_shape: Sequence[int] | None = None,
+        flow: str = "real_nvp",
         seed: int = 0,
-        log_scale_bound: str = "tanh",
-        activation: str = "relu",
         standardize: bool = True,
         integer_levels: int | None = None,
         logit_alpha: float | None = None,
         flow_dtype: str = "float32",
-        **kwargs: Any,
+        name: str | None = None,
+        trainable: bool = True,
+        dtype: Any = None,
+        **flow_options: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{k: v for k, v in dict(name=name, trainable=trainable, dtype=dtype).items()
+                            if v is not None})
+        shape = _event_shape(event_size, event_shape)
+        if flow_dtype not in ("float32", "float64"):
+            raise ValueError(f"flow_dtype must be 'float32' or 'float64'; got {flow_dtype!r}")
+        builder = flow_builder(flow)
+        options = _json_options(flow, builder.resolve(shape, int(seed), flow_options))
+        built = builder.build(shape, seed=int(seed), dtype=flow_dtype, **options)
+        # TFP hands out a private subclass of TransformedDistribution's base, so test the shape of it.
+        if not (isinstance(built, tfd.Distribution) and isinstance(getattr(built, "bijector", None), tfb.Bijector)
+                and isinstance(getattr(built, "distribution", None), tfd.Distribution)):
+            raise TypeError(
+                f"flow {flow!r} built a {type(built).__name__}; expected a tfd.TransformedDistribution "
+                "(a base distribution and the bijector from it to data space)"
+            )
+        if tuple(built.event_shape) != shape:
+            raise ValueError(
+                f"flow {flow!r} built a distribution over events of shape {tuple(built.event_shape)}; "
+                f"expected {shape}, the model's event_shape"
+            )
+        self._event = shape
         self._flow_config = dict(
-            event_size=int(event_size),
-            num_couplings=int(num_couplings),
-            hidden_units=[int(u) for u in hidden_units],
-            permutation=permutation,
+            event_shape=list(shape),
+            flow=flow,
             seed=int(seed),
-            log_scale_bound=log_scale_bound,
-            activation=activation,
             standardize=bool(standardize),
             integer_levels=None if integer_levels is None else int(integer_levels),
             logit_alpha=None if logit_alpha is None else float(logit_alpha),
             flow_dtype=flow_dtype,
-        )
-        flow = real_nvp(
-            int(event_size),
-            num_couplings=num_couplings,
-            hidden_units=hidden_units,
-            permutation=permutation,
-            seed=seed,
-            log_scale_bound=log_scale_bound,
-            activation=activation,
-            dtype=flow_dtype,
+            **options,
         )
         self.preprocessing = Preprocessing(
-            int(event_size),
+            shape,
             standardize=standardize,
             integer_levels=integer_levels,
             logit_alpha=logit_alpha,
             dtype=flow_dtype,
             name="preprocessing",
         )
-        # A keras.Model cannot see layers held inside TFP bijectors: list them here so
-        # trainable_variables, fit, save and load all reach every conditioner weight.
-        self.flow_layers = keras_layers(flow)
         self._distribution = tfd.TransformedDistribution(
-            distribution=flow.distribution,
-            bijector=tfb.Chain([self.preprocessing.bijector(), flow.bijector], name="flow"),
+            distribution=built.distribution,
+            bijector=tfb.Chain([self.preprocessing.bijector(), built.bijector], name="flow"),
             name="flow_model",
         )
+        # Layers built at their first call (a conditioner given no input shape, a tanh bound
+        # taking a plain callable's dtype) exist after one pass.
+        self._distribution.log_prob(tf.zeros((1, *shape), flow_dtype))
+        # A keras.Model cannot see layers held inside TFP bijectors: list them here so
+        # trainable_variables, fit, save and load all reach every weight of the flow.
+        untracked = untracked_layers(self._distribution)
+        if untracked:
+            where = ", ".join(f"{owner}.{attribute} ({layer.name})" for owner, attribute, layer in untracked)
+            raise TypeError(
+                f"flow {flow!r} holds Keras layers that its bijectors do not list in keras_layers: {where}; "
+                "their weights would be neither trained nor saved (see tfp_realnvp.tracking)"
+            )
+        self.flow_layers = keras_layers(self._distribution)
+        stray = untracked_variables(self._distribution, self.weights)
+        if stray:
+            raise TypeError(
+                f"flow {flow!r} holds tf.Variables outside any Keras layer: {', '.join(v.name for v in stray)}; "
+                "a Keras model neither trains nor saves them: create them in a Keras layer that the bijector "
+                "lists in keras_layers (see tfp_realnvp.tracking)"
+            )
         self._noise = keras.random.SeedGenerator(seed, name="dequantization_noise")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bits_tracker = keras.metrics.Mean(name="bits_per_dim") if integer_levels else None
@@ -153,12 +235,23 @@ class FlowModel(keras.Model):
     # -- the density --------------------------------------------------------------------
 
     @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one example."""
+        return self._event
+
+    @property
     def event_size(self) -> int:
-        return self._flow_config["event_size"]
+        """The number of entries of one example, `prod(event_shape)`."""
+        return math.prod(self._event)
+
+    @property
+    def flow(self) -> str:
+        """The registered name of the flow's builder."""
+        return self._flow_config["flow"]
 
     @property
     def distribution(self) -> tfd.Distribution:
-        """The density over data space, a `tfd.TransformedDistribution` over a standard normal."""
+        """The density over data space, a `tfd.TransformedDistribution` over the flow's base."""
         return self._distribution
 
     @property
@@ -168,30 +261,42 @@ class FlowModel(keras.Model):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.log_prob(x)
 
-    def log_prob(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
-        """`log p(x)` per row, in nats, in the data's own units."""
-        x = tf.cast(x, self.flow_dtype)
-        if x.shape.rank is not None and x.shape[-1] is not None and x.shape[-1] != self.event_size:
+    def check_event_shape(self, x: tf.Tensor | np.ndarray) -> None:
+        """Raises ValueError unless `x`'s trailing axes are the model's event shape."""
+        shape, rank = tuple(x.shape), len(self._event)
+        trailing = shape[len(shape) - rank:] if len(shape) >= rank else None
+        if trailing is None or any(got is not None and got != want for got, want in zip(trailing, self._event)):
+            if rank == 1 and trailing is not None:
+                raise ValueError(f"event size {trailing[0]} does not match the model's {self._event[0]}")
             raise ValueError(
-                f"event size {x.shape[-1]} does not match the model's {self.event_size}"
+                f"input of shape {shape} does not end in the model's event shape {self._event}; expected "
+                f"[batch..., {', '.join(map(str, self._event))}]"
             )
+
+    def log_prob(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """`log p(x)` per example, in nats, in the data's own units; `x` is `[..., *event_shape]`."""
+        x = tf.cast(x, self.flow_dtype)
+        self.check_event_shape(x)
         return self._distribution.log_prob(x)
 
     def sample(
-        self, num_samples: int, *, seed: int | Sequence[int] | tf.Tensor, temperature: float = 1.0
+        self, num_samples: int | tf.Tensor, *, seed: int | Sequence[int] | tf.Tensor, temperature: float = 1.0
     ) -> tf.Tensor:
-        """Draws `[num_samples, event_size]` samples; the same seed gives the same samples.
+        """Draws `[num_samples, *event_shape]` samples; the same seed gives the same samples.
+
+        The latent `z` is drawn from the flow's base distribution (any structure: a
+        factored-out multi-scale base too), scaled by `temperature`, and mapped to data space
+        by the bijector's `forward`.
 
         Args:
           num_samples: How many samples.
           seed: An int, or a stateless seed of shape `[2]`.
-          temperature: Standard deviation of the latent normal (values below 1 give more
-            typical samples). Defaults to 1.
+          temperature: Factor on the latent draw: for a standard normal base its standard
+            deviation (values below 1 give more typical samples). Defaults to 1.
         """
-        z = tf.random.stateless_normal(
-            [num_samples, self.event_size], seed=_stateless_seed(seed), dtype=self.flow_dtype
-        )
-        return self._distribution.bijector.forward(z * tf.cast(temperature, self.flow_dtype))
+        z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
+        z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
+        return self._distribution.bijector.forward(z)
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
@@ -258,7 +363,12 @@ class FlowModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
-        """`keras.Model.fit`; fits the standardisation on the training part of `x` first if needed."""
+        """`keras.Model.fit`; fits the standardisation on the training part of `x` first if needed.
+
+        The progress bar is `tfp_realnvp.callbacks.ProgressBar` (it never counts past the
+        epoch's steps when several steps run per call) unless `callbacks` holds a
+        `ProgbarLogger`.
+        """
         if self.preprocessing.needs_adapt and x is not None:
             if isinstance(x, tf.data.Dataset):
                 self.adapt(x)
@@ -266,7 +376,15 @@ class FlowModel(keras.Model):
                 x_np = np.asarray(x)
                 split = kwargs.get("validation_split") or 0.0
                 self.adapt(x_np[: int(len(x_np) * (1.0 - split))] if split else x_np)
-        return super().fit(x, *args, **kwargs)
+        return super().fit(x, *args, **_progress(kwargs))
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate`, with `fit`'s progress bar."""
+        return super().evaluate(x, *args, **_progress(kwargs))
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.predict` (`log p(x)` per example), with `fit`'s progress bar."""
+        return super().predict(x, *args, **_progress(kwargs))
 
     def _dequantize(self, x: tf.Tensor) -> tf.Tensor:
         x = tf.cast(x, self.flow_dtype)
@@ -316,17 +434,11 @@ class FlowModel(keras.Model):
 
     # -- saving -------------------------------------------------------------------------
 
-    def export_saved_model(
-        self, base_dir: str | os.PathLike[str], *, version: int | None = None
-    ) -> pathlib.Path:
-        """Exports as `base_dir/<version>/` for TF Serving; see `tfp_realnvp.export_saved_model`."""
-        from tfp_realnvp.export import export_saved_model  # export depends on model, not the reverse
-
-        return export_saved_model(self, base_dir, version=version)
-
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments: the event shape, the flow's name and its resolved options."""
         return {**super().get_config(), **self._flow_config}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FlowModel:
+        # Configs saved before flows had names hold event_size and real_nvp's options.
         return cls(**config)

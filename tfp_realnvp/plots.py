@@ -4,11 +4,12 @@ Each `*_figure` function returns a `matplotlib.figure.Figure` built without pypl
 state, no GUI backend: PNGs are rendered by Agg), and `save_figure` writes one to a new file.
 `plot_run` draws every figure that fits the model and writes them into a directory:
 
-* `density.png`: for 2-D data, the learned density `p(x) = exp(log_prob(x))` on a grid, as a
+* `density.png`: for 2-D vector data, the learned density `p(x) = exp(log_prob(x))` on a grid, as a
   heat map with a colour bar and the data over it;
 * `samples.png`: samples beside data (scatter plots in the same limits, the first two features
-  when there are more than two), or for image data (integer data with a square number of
-  features, such as the 8x8 digits) a grid of sampled images beside real ones;
+  of the flattened event when there are more than two), or for image data (events of shape
+  `[H, W]` or `[H, W, 1]`, or integer vectors with a square number of features, such as the
+  8x8 digits) a grid of sampled images beside real ones;
 * `loss.png`: the training and validation NLL per epoch, from a Keras `History.history` dict.
 
 Example:
@@ -35,7 +36,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfp_realnvp._files import check_new, write_new
+from tfp_realnvp.files import check_new, write_new
+from tfp_realnvp.training import best_epoch
 
 if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DENSITY_FILE",
     "LOSS_FILE",
+    "PLOT_FILES",
     "SAMPLES_FILE",
     "best_epoch",
     "density_figure",
@@ -56,6 +59,8 @@ __all__ = [
 DENSITY_FILE = "density.png"
 SAMPLES_FILE = "samples.png"
 LOSS_FILE = "loss.png"
+PLOT_FILES = (DENSITY_FILE, SAMPLES_FILE, LOSS_FILE)
+"""Every file `plot_run` may write."""
 
 DPI = 100  # figure sizes below are in inches: pixels = inches * DPI
 _DENSITY_WIDTH = 6.4  # inches; 2-D figures take the height the data's aspect ratio asks for
@@ -67,16 +72,35 @@ _IMAGE_GRID = 8  # sampled images per side of the image grid
 
 
 def image_shape(model: FlowModel) -> tuple[int, int] | None:
-    """`(side, side)` for image data, else None.
+    """`(height, width)` for image data, else None.
 
-    A model of integer data (`integer_levels` set) whose event size is a perfect square, such as
-    the 64 pixels of the 8x8 digits, is drawn as square images.
+    Events of shape `[H, W]` or `[H, W, 1]` are greyscale images. So is a model of integer
+    data (`integer_levels` set) over vectors whose size is a perfect square, such as the 64
+    pixels of the 8x8 digits, drawn as square images.
     """
-    config = model.get_config()
+    shape = tuple(model.event_shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
+        return shape[:2]
     side = math.isqrt(model.event_size)
-    if config.get("integer_levels") and side * side == model.event_size and side > 1:
+    if len(shape) == 1 and model.get_config().get("integer_levels") and side * side == model.event_size and side > 1:
         return (side, side)
     return None
+
+
+def _rows(model: FlowModel, data: np.ndarray | None) -> np.ndarray | None:
+    """`data` as float64 rows `[n, event_size]`: examples of the model's event shape, flattened.
+
+    Raises:
+      ValueError: If `data` is neither `[n, *event_shape]` nor `[n, event_size]`.
+    """
+    if data is None:
+        return None
+    data = np.asarray(data, np.float64)
+    if data.ndim >= 1 and (data.shape[1:] == tuple(model.event_shape) or data.shape[1:] == (model.event_size,)):
+        return data.reshape(len(data), model.event_size)
+    raise ValueError(
+        f"data of shape {data.shape} does not match the model's event shape {tuple(model.event_shape)}"
+    )
 
 
 def _limits(points: np.ndarray, margin: float = 0.1) -> list[tuple[float, float]]:
@@ -99,7 +123,9 @@ def _subset(points: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
 
 
 def _samples(model: FlowModel, num_samples: int, seed: int, temperature: float) -> np.ndarray:
-    return np.asarray(model.sample(num_samples, seed=seed, temperature=temperature), dtype=np.float64)
+    """Samples as flattened float64 rows `[num_samples, event_size]`."""
+    samples = np.asarray(model.sample(num_samples, seed=seed, temperature=temperature), dtype=np.float64)
+    return samples.reshape(num_samples, model.event_size)
 
 
 def _log_prob(model: FlowModel, x: np.ndarray, batch_size: int = 16384) -> np.ndarray:
@@ -122,8 +148,8 @@ def density_figure(
     model's samples), with a colour bar, equal aspect, and up to 2000 data points.
 
     Args:
-      model: A `FlowModel` with `event_size` 2.
-      data: Rows `[n, event_size]` to draw over the density and to set the limits. Defaults to
+      model: A `FlowModel` over vectors of size 2.
+      data: Rows `[n, 2]` to draw over the density and to set the limits. Defaults to
         None (limits from 5000 samples).
       grid_size: Grid points per axis. Defaults to 200.
       title: Figure title. Defaults to "Learned density".
@@ -132,13 +158,9 @@ def density_figure(
     Raises:
       ValueError: If the model's event size is not 2, or `data` has another width.
     """
-    d = model.event_size
-    if d != 2:
-        raise ValueError(f"a density plot needs 2-D data; the model's event size is {d}")
-    if data is not None:
-        data = np.asarray(data, np.float64)
-        if data.ndim != 2 or data.shape[1] != d:
-            raise ValueError(f"data of shape {data.shape} does not match the model's event size {d}")
+    if tuple(model.event_shape) != (2,):
+        raise ValueError(f"a density plot needs 2-D data; the model's event shape is {tuple(model.event_shape)}")
+    data = _rows(model, data)
     reference = data if data is not None and len(data) else _samples(model, 5000, seed, 1.0)
     limits = _limits(reference)
     fig = Figure(figsize=(_DENSITY_WIDTH, _height(limits, 4.9, 0.9)), dpi=DPI, layout="constrained")
@@ -186,48 +208,53 @@ def samples_figure(
 ) -> Figure:
     """Samples of the model beside the data, in the same limits.
 
-    Image models (see `image_shape`) get an 8x8 grid of sampled images (dequantized samples
-    floored back to the integer levels) beside 64 real images, in grey levels
+    Image models (see `image_shape`) get an 8x8 grid of sampled images beside 64 real images:
+    for integer data the dequantized samples floored back to the integer levels, in grey levels
     `0 .. integer_levels - 1`. Other models get scatter plots with equal aspect (of the first
-    two features when there are more).
+    two entries of the flattened event when there are more).
 
     Args:
       model: A `FlowModel`.
-      data: Rows `[n, event_size]`. Defaults to None (samples only).
+      data: Examples `[n, *event_shape]` (or flattened, `[n, event_size]`). Defaults to None
+        (samples only).
       num_samples: Samples drawn for the scatter plots. Defaults to 2000.
       seed: Seed of the samples and of the subset of data shown. Defaults to 0.
       temperature: Standard deviation of the latent normal. Defaults to 1.
       title: Figure title. Defaults to a description of the panels.
 
     Raises:
-      ValueError: If `data` does not have the model's event size.
+      ValueError: If `data` does not have the model's event shape.
     """
     d = model.event_size
-    if data is not None:
-        data = np.asarray(data, np.float64)
-        if data.ndim != 2 or data.shape[1] != d:
-            raise ValueError(f"data of shape {data.shape} does not match the model's event size {d}")
+    data = _rows(model, data)
     shape = image_shape(model)
     t = f"T={temperature:g}"
     if shape is not None:
-        levels = int(model.get_config()["integer_levels"])
+        levels = model.get_config().get("integer_levels")
         count = _IMAGE_GRID * _IMAGE_GRID
-        samples = np.clip(np.floor(_samples(model, count, seed, temperature)), 0, levels - 1)
+        samples = _samples(model, count, seed, temperature)
+        shown_data = _subset(data, count, seed) if data is not None else None
+        if levels:  # dequantized samples, floored back to the integer levels
+            samples = np.clip(np.floor(samples), 0, levels - 1)
+            value_range, label = (0, levels - 1), f"pixel level (0..{levels - 1})"
+        else:  # continuous values: the central 99% of what is shown
+            low, high = np.percentile(samples if shown_data is None else shown_data, [0.5, 99.5])
+            value_range, label = (float(low), float(max(high, low + 1e-6))), "value"
         panels = [(samples, f"Samples ({t})")]
-        if data is not None:
-            panels.insert(0, (_subset(data, count, seed), "Data"))
+        if shown_data is not None:
+            panels.insert(0, (shown_data, "Data"))
         fig = Figure(figsize=_IMAGES_SIZE, dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 2)
         cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="#9ab8d6")  # the gaps between images
         for ax, (images, name) in zip(axes, panels):
-            shown = ax.imshow(_mosaic(images, shape, _IMAGE_GRID), cmap=cmap, vmin=0, vmax=levels - 1,
-                              interpolation="nearest")
+            shown = ax.imshow(_mosaic(images, shape, _IMAGE_GRID), cmap=cmap, vmin=value_range[0],
+                              vmax=value_range[1], interpolation="nearest")
             ax.set_title(f"{name}: {min(len(images), count)} images of {shape[0]}x{shape[1]} pixels")
             ax.set_xticks([])
             ax.set_yticks([])
         for ax in axes[len(panels):]:
             ax.set_axis_off()
-        fig.colorbar(shown, ax=list(axes), label=f"pixel level (0..{levels - 1})", shrink=0.8)
+        fig.colorbar(shown, ax=list(axes), label=label, shrink=0.8)
         fig.suptitle(title or "Sampled images beside real ones")
         return fig
 
@@ -299,12 +326,6 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     return fig
 
 
-def best_epoch(values: Sequence[float]) -> int | None:
-    """The 1-based epoch of the lowest finite value (the first, on ties); `None` if none is finite."""
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    return min(finite)[1] + 1 if finite else None
-
-
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:
     """Writes `fig` as a PNG at `path`, never over an existing file.
 
@@ -329,15 +350,15 @@ def plot_run(
 ) -> list[pathlib.Path]:
     """Writes every figure that fits the model into `directory` (created if missing); returns their paths.
 
-    `density.png` for 2-D models, `samples.png` always, `loss.png` when `history` has
+    `density.png` for models of 2-D vectors, `samples.png` always, `loss.png` when `history` has
     losses. `title` (e.g. the dataset's name) prefixes each figure's title.
 
     Raises:
       FileExistsError: If one of the files exists already (nothing is overwritten).
-      ValueError: If `data` does not have the model's event size.
+      ValueError: If `data` does not have the model's event shape.
     """
     directory = pathlib.Path(directory)
-    draw_density, draw_loss = model.event_size == 2, bool(history and history.get("loss"))
+    draw_density, draw_loss = tuple(model.event_shape) == (2,), bool(history and history.get("loss"))
     names = [DENSITY_FILE] * draw_density + [SAMPLES_FILE] + [LOSS_FILE] * draw_loss
     for name in names:  # before drawing anything: a refusal costs no sampling
         check_new(directory / name)

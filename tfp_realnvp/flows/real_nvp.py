@@ -1,29 +1,29 @@
-"""Builders: Real NVP flows as standard TFP objects."""
+"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.affine_coupling import AffineCoupling
-from tfp_realnvp.conditioners import MLPConditioner
+from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
+from tfp_realnvp.choices import PERMUTATIONS
+from tfp_realnvp.conditioners.mlp import MLPConditioner
+from tfp_realnvp.flows.registry import register_flow
+from tfp_realnvp.tracking import parts
 
 __all__ = [
     "PERMUTATIONS",
     "coupling_layers",
-    "keras_layers",
     "permutation_indices",
     "real_nvp",
 ]
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-
-PERMUTATIONS = ("reverse", "random")
 
 
 def permutation_indices(
@@ -32,7 +32,8 @@ def permutation_indices(
     """The permutations placed between consecutive couplings (`num_couplings - 1` of them).
 
     `"reverse"` flips the event each time. `"random"` draws an independent permutation per
-    position from `np.random.default_rng(seed)`, so the same seed always gives the same flow.
+    position from `np.random.default_rng(seed)`. A `FlowModel` keeps the drawn indices in its
+    config, so a saved model does not depend on numpy drawing the same ones again.
 
     Raises:
       ValueError: For an unknown `permutation`, or `"random"` with `seed=None`.
@@ -44,15 +45,43 @@ def permutation_indices(
             raise ValueError("permutation='random' needs an integer seed, so the flow can be rebuilt")
         rng = np.random.default_rng(seed)
         return [rng.permutation(event_size) for _ in range(num_couplings - 1)]
-    raise ValueError(f"permutation must be one of {PERMUTATIONS}; got {permutation!r}")
+    raise ValueError(f"permutation must be one of {PERMUTATIONS} or a list of index lists; got {permutation!r}")
+
+
+def _explicit_permutations(permutation: Sequence[Sequence[int]], event_size: int, num_couplings: int) -> list[np.ndarray]:
+    """Checks explicit permutation indices: `num_couplings - 1` permutations of `range(event_size)`."""
+    indices = [np.asarray(p) for p in permutation]
+    if len(indices) != num_couplings - 1:
+        raise ValueError(
+            f"permutation holds {len(indices)} index lists; expected num_couplings - 1 = {num_couplings - 1}"
+        )
+    for k, p in enumerate(indices):
+        if p.ndim != 1 or not np.issubdtype(p.dtype, np.integer) or sorted(p.tolist()) != list(range(event_size)):
+            raise ValueError(
+                f"permutation[{k}] must be a permutation of 0..{event_size - 1}; got {p.tolist()!r}"
+            )
+    return [p.astype(np.int64) for p in indices]
+
+
+def _event_size(event_shape: int | Sequence[int]) -> int:
+    if isinstance(event_shape, (int, np.integer)) and not isinstance(event_shape, bool):
+        shape: tuple[Any, ...] = (int(event_shape),)
+    else:
+        shape = tuple(event_shape) if isinstance(event_shape, (tuple, list)) else (event_shape,)
+    if len(shape) != 1 or isinstance(shape[0], bool) or not isinstance(shape[0], (int, np.integer)) or shape[0] < 2:
+        raise ValueError(
+            f"real_nvp is a flow over vectors: event_shape must be an integer >= 2 or [D] with D >= 2; got "
+            f"{event_shape!r} (flatten other events, or register a flow of your own for them)"
+        )
+    return int(shape[0])
 
 
 def real_nvp(
-    event_size: int,
+    event_shape: int | Sequence[int],
     *,
     num_couplings: int = 8,
     hidden_units: Sequence[int] = (128, 128),
-    permutation: str = "reverse",
+    permutation: str | Sequence[Sequence[int]] = "reverse",
     seed: int | None = 0,
     log_scale_bound: str = "tanh",
     activation: str = "relu",
@@ -68,12 +97,15 @@ def real_nvp(
     `forward` is the generative direction. Each coupling leaves the first `event_size // 2`
     coordinates unchanged, and the permutations move them so all are transformed.
 
+    Registered as the flow `"real_nvp"`: `FlowModel(2, flow="real_nvp", num_couplings=8)`.
+
     Args:
-      event_size: Number of features `D`, at least 2.
+      event_shape: Number of features `D`, at least 2 (or `[D]`).
       num_couplings: Number of affine couplings. Defaults to 8.
       hidden_units: Hidden widths of each coupling's `MLPConditioner`. Defaults to
         `(128, 128)`.
-      permutation: `"reverse"` or `"random"` (seeded). Defaults to `"reverse"`.
+      permutation: `"reverse"`, `"random"` (drawn from `seed`), or the `num_couplings - 1`
+        permutations themselves, as lists of indices. Defaults to `"reverse"`.
       seed: Seed of the random permutations and of the conditioners' initial weights.
         Defaults to 0.
       log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`.
@@ -88,8 +120,8 @@ def real_nvp(
       `tfb.Permute`; its `trainable_variables` holds every conditioner weight.
 
     Raises:
-      ValueError: For `event_size < 2`, `num_couplings < 1`, a non-float `dtype`, or an
-        unknown `permutation` or `log_scale_bound`.
+      ValueError: For an event that is not a vector of size >= 2, `num_couplings < 1`, a
+        non-float `dtype`, or an unknown or malformed `permutation` or `log_scale_bound`.
 
     Example:
 
@@ -103,14 +135,15 @@ def real_nvp(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
-    if isinstance(event_size, bool) or not isinstance(event_size, (int, np.integer)) or event_size < 2:
-        raise ValueError(f"event_size must be an integer >= 2; got {event_size!r}")
-    if num_couplings < 1:
-        raise ValueError(f"num_couplings must be >= 1; got {num_couplings!r}")
+    event_size = _event_size(event_shape)
+    if isinstance(num_couplings, bool) or not isinstance(num_couplings, (int, np.integer)) or num_couplings < 1:
+        raise ValueError(f"num_couplings must be an integer >= 1; got {num_couplings!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-    event_size = int(event_size)
-    permutations = permutation_indices(event_size, num_couplings, permutation=permutation, seed=seed)
+    if isinstance(permutation, str):
+        permutations = permutation_indices(event_size, num_couplings, permutation=permutation, seed=seed)
+    else:
+        permutations = _explicit_permutations(permutation, event_size, num_couplings)
     num_masked = event_size // 2
     layer_seeds = (
         [None] * num_couplings
@@ -153,17 +186,23 @@ def real_nvp(
 
 
 def coupling_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -> Iterator[AffineCoupling]:
-    """Yields every `AffineCoupling` inside a bijector or distribution (through Chain, Invert)."""
-    bijector = getattr(bijector_or_distribution, "bijector", bijector_or_distribution)
-    if isinstance(bijector, AffineCoupling):
-        yield bijector
-    elif isinstance(bijector, tfb.Invert):
-        yield from coupling_layers(bijector.bijector)
-    elif isinstance(bijector, tfb.Composition):
-        for part in bijector.bijectors:
-            yield from coupling_layers(part)
+    """Yields every `AffineCoupling` inside a bijector or distribution, in the order of its arguments.
+
+    For a `real_nvp` flow that is the generative order reversed (`tfb.Chain` lists its last
+    bijector first): the coupling applied last to the latent comes first.
+    """
+    for part in parts(bijector_or_distribution):
+        if isinstance(part, AffineCoupling):
+            yield part
 
 
-def keras_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -> list[keras.layers.Layer]:
-    """The Keras layers holding a flow's weights, for a `keras.Model` to track."""
-    return [layer for coupling in coupling_layers(bijector_or_distribution) for layer in coupling.keras_layers]
+def _resolve_options(event_shape: tuple[int, ...], seed: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """`permutation="random"` becomes the drawn indices, so a saved model rebuilds the same flow."""
+    if options.get("permutation") == "random":
+        num_couplings = options.get("num_couplings", 8)
+        drawn = permutation_indices(_event_size(event_shape), num_couplings, permutation="random", seed=seed)
+        options["permutation"] = [p.tolist() for p in drawn]
+    return options
+
+
+register_flow("real_nvp", real_nvp, resolve_options=_resolve_options)

@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -41,8 +42,9 @@ class Preprocessing(keras.layers.Layer):
     """Holds the data-to-flow preprocessing and its fitted statistics.
 
     Args:
-      event_size: Number of features.
-      standardize: Fit a per-feature mean and standard deviation with `adapt` and map the
+      event_shape: The shape of one example, e.g. `[2]` or `[8, 8, 1]` (an int `D` means
+        `[D]`).
+      standardize: Fit a per-entry mean and standard deviation with `adapt` and map the
         data to zero mean, unit variance. Defaults to `True`.
       integer_levels: For integer data in `{0, ..., levels - 1}`: the number of levels. The
         model adds uniform noise in `[0, 1)` during training (dequantization) and divides by
@@ -57,7 +59,7 @@ class Preprocessing(keras.layers.Layer):
 
     def __init__(
         self,
-        event_size: int,
+        event_shape: int | Sequence[int],
         *,
         standardize: bool = True,
         integer_levels: int | None = None,
@@ -69,12 +71,12 @@ class Preprocessing(keras.layers.Layer):
             raise ValueError(f"integer_levels must be >= 2; got {integer_levels!r}")
         if logit_alpha is not None and not 0.0 <= float(logit_alpha) < 1.0:
             raise ValueError(f"logit_alpha must be in [0, 1); got {logit_alpha!r}")
-        self.event_size = int(event_size)
+        self.event_shape = _shape(event_shape)
         self.standardize = bool(standardize)
         self.integer_levels = None if integer_levels is None else int(integer_levels)
         self.logit_alpha = None if logit_alpha is None else float(logit_alpha)
-        self.mean = self.add_weight(name="mean", shape=(self.event_size,), initializer="zeros", trainable=False)
-        self.std = self.add_weight(name="std", shape=(self.event_size,), initializer="ones", trainable=False)
+        self.mean = self.add_weight(name="mean", shape=self.event_shape, initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=self.event_shape, initializer="ones", trainable=False)
         self.adapted = self.add_weight(name="adapted", shape=(), initializer="zeros", trainable=False)
         self.built = True
         self._bijector = self._make_bijector()
@@ -119,8 +121,9 @@ class Preprocessing(keras.layers.Layer):
     def check(self, x: np.ndarray) -> None:
         """Raises ValueError if `x` does not fit this preprocessing (shape, range, finiteness)."""
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.event_size:
-            raise ValueError(f"expected data of shape [n, {self.event_size}]; got shape {x.shape}")
+        if x.shape[1:] != self.event_shape:
+            expected = ", ".join(["n", *map(str, self.event_shape)])
+            raise ValueError(f"expected data of shape [{expected}]; got shape {x.shape}")
         if not np.all(np.isfinite(x)):
             raise ValueError("data has NaN or infinite values; expected finite values")
         if self.integer_levels is not None:
@@ -138,7 +141,7 @@ class Preprocessing(keras.layers.Layer):
         """Fits the standardisation statistics on training data (integer data at cell centres).
 
         Args:
-          data: A `[n, event_size]` array, or a `tf.data.Dataset` of such batches (or of
+          data: A `[n, *event_shape]` array, or a `tf.data.Dataset` of such batches (or of
             `(x, ...)` tuples).
           max_batches: With a dataset, read at most this many batches. Defaults to `None`.
 
@@ -166,8 +169,15 @@ class Preprocessing(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "event_size": self.event_size,
+            "event_shape": list(self.event_shape),
             "standardize": self.standardize,
             "integer_levels": self.integer_levels,
             "logit_alpha": self.logit_alpha,
         }
+
+
+def _shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
+    shape = (event_shape,) if isinstance(event_shape, (int, np.integer)) else tuple(event_shape)
+    if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+        raise ValueError(f"event_shape must be positive integers, e.g. [2] or [8, 8, 1]; got {event_shape!r}")
+    return tuple(int(n) for n in shape)

@@ -12,7 +12,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
 from tfp_realnvp.bounds import LOG_SCALE_BOUNDS, make_log_scale_bound
-from tfp_realnvp.masks import _BooleanMaskSplit, _CountSplit
+from tfp_realnvp.masks import CountSplit, MaskSplit
 
 __all__ = [
     "AffineCoupling",
@@ -113,15 +113,17 @@ class AffineCoupling(tfb.Bijector):
                 raise ValueError(
                     f"log_scale_bound must be one of {LOG_SCALE_BOUNDS}; got {log_scale_bound!r}"
                 )
-            self._plumbing = _CountSplit(num_masked) if mask is None else _BooleanMaskSplit(mask)
+            self._plumbing = CountSplit(num_masked) if mask is None else MaskSplit(mask)
             self._conditioner = conditioner
             self._log_scale_bound = log_scale_bound
-            dtype_policy = getattr(conditioner, "dtype_policy", None)
-            self._bound, self._bound_layer = make_log_scale_bound(
-                log_scale_bound, event_ndims=self._plumbing.event_ndims, dtype=dtype_policy
-            )
+            # The bound's weights (tanh's learned scale) take the input's dtype: a Keras
+            # conditioner's policy says it now; for a plain callable the first input will.
+            self._bound = self._bound_layer = None
             self._event_shape: tuple[int, ...] | None = None
             self._layer_variables: tuple[tf.Variable, ...] = ()
+            dtype_policy = getattr(conditioner, "dtype_policy", None)
+            if dtype_policy is not None:
+                self._make_bound(dtype_policy)
             super().__init__(
                 forward_min_event_ndims=self._plumbing.event_ndims,
                 validate_args=validate_args,
@@ -160,16 +162,31 @@ class AffineCoupling(tfb.Bijector):
 
     @property
     def keras_layers(self) -> tuple[keras.layers.Layer, ...]:
-        """The Keras layers holding this coupling's weights; a `keras.Model` must track these."""
+        """The Keras layers holding this coupling's weights; a `keras.Model` must track these.
+
+        The conditioner (when it is a Keras layer) and the bound's layer (`"tanh"`'s learned
+        scale). With a plain-callable conditioner the bound's layer takes the dtype of the
+        first input, so it is listed from the first call on. See `tfp_realnvp.tracking`.
+        """
         layers = (self._conditioner, self._bound_layer)
         return tuple(layer for layer in layers if isinstance(layer, keras.layers.Layer))
 
     # -- building and checks ------------------------------------------------------------
 
+    def _make_bound(self, dtype: Any) -> None:
+        self._bound, self._bound_layer = make_log_scale_bound(
+            self._log_scale_bound, event_ndims=self._plumbing.event_ndims, dtype=dtype
+        )
+        if self._event_shape is not None:
+            self._build_layers()
+
     def _bind(self, event_shape: tuple[int, ...]) -> None:
         """Fixes the event shape and builds the Keras layers, so their variables exist."""
         self._plumbing.bind(event_shape)
         self._event_shape = event_shape
+        self._build_layers()
+
+    def _build_layers(self) -> None:
         if isinstance(self._conditioner, keras.layers.Layer) and not self._conditioner.built:
             self._conditioner.build((None,) + tuple(self._plumbing.conditioner_input_shape))
         if self._bound_layer is not None and not self._bound_layer.built:
@@ -195,6 +212,8 @@ class AffineCoupling(tfb.Bijector):
             )
         if self._event_shape is None:
             self._bind(event_shape)
+        if self._bound is None:
+            self._make_bound(x.dtype.name)
         elif event_shape != self._event_shape:
             if ndims == 1:
                 raise ValueError(

@@ -152,15 +152,33 @@ def test_float64_flow_keeps_its_dtype():
     assert all(v.dtype == tf.float64 for v in dist.trainable_variables)
 
 
+def test_explicit_permutations_are_used_as_given():
+    indices = [[2, 0, 1], [1, 2, 0]]
+    dist = real_nvp(3, num_couplings=3, hidden_units=(4,), permutation=indices)
+    used = [p.permutation.numpy().tolist() for p in reversed(dist.bijector.bijectors) if isinstance(p, tfb.Permute)]
+    assert used == indices
+    # A vector event given as a shape is the same flow as one given as a size.
+    same = real_nvp((3,), num_couplings=3, hidden_units=(4,), permutation=indices)
+    for a, b in zip(dist.trainable_variables, same.trainable_variables):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="event_size must be an integer >= 2; got 1"):
+    with pytest.raises(ValueError, match="real_nvp is a flow over vectors: event_shape must be an integer >= 2 .*got 1"):
         real_nvp(1)
-    with pytest.raises(ValueError, match="num_couplings must be >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"real_nvp is a flow over vectors.*got \(4, 4, 1\)"):
+        real_nvp((4, 4, 1))
+    with pytest.raises(ValueError, match="num_couplings must be an integer >= 1; got 0"):
         real_nvp(2, num_couplings=0)
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'; got 'int32'"):
         real_nvp(2, dtype="int32")
-    with pytest.raises(ValueError, match=r"permutation must be one of \('reverse', 'random'\); got 'shuffle'"):
+    with pytest.raises(ValueError, match=r"permutation must be one of \('reverse', 'random'\) or a list of index "
+                                         r"lists; got 'shuffle'"):
         real_nvp(2, permutation="shuffle")
+    with pytest.raises(ValueError, match="permutation holds 1 index lists; expected num_couplings - 1 = 2"):
+        real_nvp(3, num_couplings=3, permutation=[[0, 1, 2]])
+    with pytest.raises(ValueError, match=r"permutation\[1\] must be a permutation of 0..2; got \[0, 0, 1\]"):
+        real_nvp(3, num_couplings=3, permutation=[[0, 1, 2], [0, 0, 1]])
     with pytest.raises(ValueError, match="needs an integer seed"):
         real_nvp(2, permutation="random", seed=None)
     dist = real_nvp(3, num_couplings=2, hidden_units=(4,))

@@ -1,0 +1,562 @@
+"""The commands of `tfp-realnvp`: one function per command, taking the parsed arguments.
+
+Each checks what it can without TensorFlow first (files that exist or not, options that
+contradict), so those errors come at once, then imports TensorFlow quietly (`quiet.py`) and calls
+the library: `training.fit_flow` for `train`, `export_saved_model`, `plots`, `data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tfp_realnvp import files
+from tfp_realnvp.files import write_new
+from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
+from tfp_realnvp.cli.quiet import import_tensorflow
+from tfp_realnvp.training import EVAL_BATCH, TrainingConfig
+
+__all__ = [
+    "CommandError",
+    "MODEL_FILE",
+    "RUN_FILE",
+    "SETTINGS_FILE",
+    "evaluate",
+    "export",
+    "inspect",
+    "plot",
+    "sample",
+    "train",
+]
+
+MODEL_FILE = "model.keras"
+SETTINGS_FILE = "settings.json"  # the run's TrainingConfig
+RUN_FILE = "run.json"  # how it ran: command, versions, data rows
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+_OWN_FILES = (MODEL_FILE, SETTINGS_FILE, RUN_FILE, METRICS_FILE, HISTORY_FILE)
+
+
+class CommandError(Exception):
+    """A problem with what the user gave; reported as one line and exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers.
+
+
+def _run_files() -> tuple[str, ...]:
+    from tfp_realnvp.plots import PLOT_FILES  # pylint: disable=import-outside-toplevel
+
+    return (*_OWN_FILES, *PLOT_FILES)
+
+
+def _dataset_slug(spec: str) -> str:
+    kind, sep, path = spec.partition(":")
+    name = pathlib.Path(path).stem if sep and kind in ("csv", "npy") else spec
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
+
+
+def _absolute_spec(spec: str) -> str:
+    """`csv:rel/path` -> `csv:/abs/rel/path`, so a saved setting works from any directory."""
+    kind, sep, path = spec.partition(":")
+    if sep and kind in ("csv", "npy") and path:
+        return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
+    return spec
+
+
+def _check_output_dir(path: str, names: Sequence[str], what: str) -> pathlib.Path:
+    directory = pathlib.Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"--output {path} is a file; expected a directory for the {what}")
+    found = [name for name in names if (directory / name).exists()] if directory.is_dir() else []
+    if found:
+        raise CommandError(
+            f"--output {path} already holds results ({', '.join(found)}); expected a new or empty "
+            "directory (nothing is overwritten)"
+        )
+    return directory
+
+
+def _new_run_dir(spec: str) -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = pathlib.Path("runs") / f"{_dataset_slug(spec)}-{stamp}"
+    candidate, k = base, 1
+    while candidate.exists():  # two runs in the same second
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate
+
+
+def _write_json(path: pathlib.Path, value: Any) -> pathlib.Path:
+    text = json.dumps(value, indent=2, default=_json_default) + "\n"
+    return write_new(path, lambda p: p.write_text(text))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot read {path}: {error}; expected the JSON file written by 'train'") from None
+    return value if isinstance(value, dict) else None
+
+
+def _check_model_path(path: str) -> pathlib.Path:
+    model_path = pathlib.Path(path)
+    if not model_path.exists():
+        raise CommandError(f"no such model file: {path} (expected a .keras file written by 'tfp-realnvp train')")
+    if model_path.is_dir() or model_path.suffix != ".keras":
+        raise CommandError(f"--model {path} is not a .keras file; expected the model.keras of a run")
+    return model_path
+
+
+def _load_model(model_path: pathlib.Path) -> Any:
+    import zipfile  # pylint: disable=import-outside-toplevel
+
+    if not zipfile.is_zipfile(model_path):
+        raise CommandError(f"{model_path} is not a .keras archive (not a zip file); expected a model saved by "
+                           "'tfp-realnvp train'")
+    import_tensorflow()
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.model import FlowModel  # pylint: disable=import-outside-toplevel  # registers the class
+
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(
+            f"cannot load {model_path}: {first} (expected a model saved by 'tfp-realnvp train')"
+        ) from None
+    if not isinstance(model, FlowModel):
+        raise CommandError(f"{model_path} holds a {type(model).__name__}, expected a tfp_realnvp FlowModel")
+    model.compile()
+    return model
+
+
+def _run_settings(model_path: pathlib.Path) -> dict[str, Any]:
+    """The data settings of the run a model comes from: dataset, seed, header, num_test, stream_above_mb."""
+    settings = _read_json(model_path.parent / SETTINGS_FILE) or {}
+    if isinstance(settings.get("dataset"), dict):  # a run of tfp_realnvp before training configurations
+        old = settings["dataset"]
+        return {"dataset": old.get("spec"), "seed": old.get("seed"), "header": old.get("header"),
+                "num_test": old.get("num_test"), "stream_above_mb": old.get("stream_above")}
+    return settings
+
+
+def _load_data(spec: str, *, num_train: int | None, num_test: int | None, seed: int, header: bool | None,
+               stream_above_mb: float | None) -> Any:
+    import_tensorflow()
+    from tfp_realnvp.data import load_dataset  # pylint: disable=import-outside-toplevel
+
+    stream_above_mb = TrainingConfig().stream_above_mb if stream_above_mb is None else stream_above_mb
+    return load_dataset(spec, num_train=num_train, num_test=num_test, seed=seed, header=header,
+                        stream_threshold_bytes=int(stream_above_mb * 2**20))
+
+
+def _check_event_size(data: Any, model: Any, model_path: pathlib.Path) -> None:
+    if data.event_size != model.event_size:
+        raise CommandError(
+            f"dataset {data.name} has {data.event_size} feature(s) per row but the model {model_path} takes "
+            f"{model.event_size}; expected data like the model's training data"
+        )
+
+
+def _test_rows(data: Any, model: Any, limit: int | None = None) -> Any:
+    """The test split as examples `[n, *event_shape]` (streamed files: up to `limit`), checked against the model."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
+
+    if data.streamed:
+        ds = data.test_stream()
+        if limit is not None:
+            ds = ds.take(limit)
+        try:
+            rows = np.concatenate(list(ds.batch(8192).as_numpy_iterator()))
+        except tf.errors.InvalidArgumentError as error:
+            raise stream_error(error) from None
+    else:
+        rows = data.test if limit is None else data.test[:limit]
+    rows = rows.reshape((-1, *model.event_shape))
+    try:
+        model.preprocessing.check(rows)
+    except ValueError as error:
+        raise CommandError(f"test data of {data.name} do not fit the model: {error}") from None
+    return rows
+
+
+def _metrics_of(logs: dict[str, float], rows: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
+    if "bits_per_dim" in logs:
+        out["bits_per_dim"] = float(logs["bits_per_dim"])
+    return out
+
+
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    bits = any("bits_per_dim" in r for r in results.values())
+    heads = ["split", "rows", "NLL (nats)"] + (["bits/dim"] if bits else [])
+    rows = [heads]
+    for split, r in results.items():
+        row = [split, "" if r.get("rows") is None else str(r["rows"]), f"{r['nll']:.4f}"]
+        if bits:
+            row.append(f"{r['bits_per_dim']:.4f}" if "bits_per_dim" in r else "")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
+
+
+def _versions() -> dict[str, str]:
+    import keras  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+
+    import tfp_realnvp  # pylint: disable=import-outside-toplevel
+
+    return {"tfp_realnvp": tfp_realnvp.__version__, "tensorflow": tf.__version__,
+            "tensorflow_probability": tfp.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def _check_export_dir(path: str) -> None:
+    base = pathlib.Path(path)
+    if base.exists() and not base.is_dir():
+        raise CommandError(f"--export-dir {path} is a file; expected a directory of SavedModel versions")
+
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The run's configuration: `--config` (or the dataset's recipe), then the options given.
+
+    Raises:
+      ConfigError: For a configuration file that cannot be read or holds bad values.
+    """
+    if args.config is not None:
+        config = TrainingConfig.from_file(args.config)
+        if args.dataset is not None:
+            config = config.replace(dataset=args.dataset)
+    else:
+        config = TrainingConfig.for_dataset(args.dataset or "two_moons", **({"flow": args.flow} if args.flow else {}))
+    given = {name: getattr(args, name) for name in (*CONFIG_FIELDS, "stream_above_mb")
+             if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name in FLOW_OPTIONS if getattr(args, name) is not None}
+    if options:
+        given["flow_options"] = options
+    return config.replace(**given)
+
+
+def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_dir: pathlib.Path,
+               export_dir: str | None, written: list[pathlib.Path]) -> Any:
+    """A Keras callback that, when training starts (the data loaded and checked, the flow built),
+    writes the run directory's settings.json and run.json and prints what is about to train.
+
+    Nothing is written before: a run that fails on its data or its flow leaves no directory.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.training import split_sizes  # pylint: disable=import-outside-toplevel
+
+    n_fit, n_val = split_sizes(data.num_train, config.validation_split, streamed=data.streamed)
+    options = ", ".join(f"{k} {v}" for k, v in config.flow_options.items())
+    training = (f"{n_fit} rows, {n_val} for validation; up to {config.epochs} epochs of batch {config.batch_size}, "
+                f"Adam with cosine decay from {config.learning_rate:g}"
+                + (f", early stopping after {config.patience} epochs without progress" if config.patience > 0 else "")
+                + (f", best of {config.restarts} restarts by training NLL" if config.restarts > 1 else ""))
+    export_note = f", then export to {export_dir}/<next version>" if export_dir else ""
+
+    def write_run_files() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        settings = run_dir / SETTINGS_FILE
+        # A csv:/npy: path made absolute, so the settings repeat the run from any directory.
+        written.append(write_new(settings, config.replace(dataset=_absolute_spec(config.dataset)).save))
+        command = [PROG, "train", "--config", str(settings.resolve())]
+        command += ["--export-dir", os.path.abspath(export_dir)] if export_dir else ["--no-export"]
+        written.append(_write_json(run_dir / RUN_FILE, {
+            "command": shlex.join(command),
+            "argv": [PROG, *args.argv],
+            "cwd": os.getcwd(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "output": str(run_dir),
+            "export_dir": export_dir,
+            "data": {"description": data.description, "event_size": data.event_size, "num_train": data.num_train,
+                     "num_fit": n_fit, "num_validation": n_val, "num_test": data.num_test,
+                     "streamed": data.streamed},
+            "versions": _versions(),
+        }))
+
+    class RunStart(keras.callbacks.Callback):
+        starts = 0
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            RunStart.starts += 1
+            if RunStart.starts > 1:
+                print(f"Restart {RunStart.starts} of {config.restarts}", flush=True)
+                return
+            write_run_files()
+            print(f"Dataset   {data.description}")
+            print(f"Flow      {config.flow} over events of shape {list(self.model.event_shape)}"
+                  + (f": {options}" if options else "") + f"; {self.model.count_params():,} weights")
+            print(f"Training  {training}")
+            print(f"Output    {run_dir}{export_note}", flush=True)
+
+    return RunStart()
+
+
+def train(args: argparse.Namespace) -> int:
+    started = time.time()
+    config = training_config(args)
+    run_files = _run_files()
+    # Cheap checks first: nothing below this block may fail on what the user typed after minutes of training.
+    run_dir = (_check_output_dir(args.output, run_files, "run's results") if args.output is not None
+               else _new_run_dir(config.dataset))
+    export_dir = None
+    if not args.no_export:
+        export_dir = args.export_dir or os.path.join("saved_models", _dataset_slug(config.dataset))
+        _check_export_dir(export_dir)
+    elif args.export_dir:
+        raise CommandError("--export-dir and --no-export contradict each other; give one of them")
+
+    import_tensorflow()
+    from tfp_realnvp import plots  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.training import fit_flow  # pylint: disable=import-outside-toplevel
+
+    data = _load_data(config.dataset, num_train=config.num_train, num_test=config.num_test, seed=config.seed,
+                      header=config.header, stream_above_mb=config.stream_above_mb)
+    written: list[pathlib.Path] = []
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    result = fit_flow(config, data=data, verbose=verbose,
+                      callbacks=[_run_start(config, data, args, run_dir, export_dir, written)])
+    model = result.model
+    written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]
+    written += plots.plot_run(model, run_dir, data=_test_rows(data, model, limit=5000), history=result.history,
+                              seed=config.seed, title=_dataset_slug(data.name))
+    exported = pathlib.Path(export_saved_model(model, export_dir)) if export_dir else None
+    written.append(_write_json(run_dir / METRICS_FILE, {
+        "dataset": _absolute_spec(config.dataset),
+        **result.metrics,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "restarts": result.candidates if config.restarts > 1 else None,
+        "training_seconds": round(result.training_seconds, 2),
+        "total_seconds": round(time.time() - started, 2),
+        "export": str(exported) if exported else None,
+    }))
+
+    best = result.best_epoch
+    restored = " (best weights restored)" if config.patience > 0 and best not in (None, result.epochs_run) else ""
+    stop = "stopped early" if result.stopped_early else "all epochs"
+    print()
+    print(f"Trained {result.epochs_run} epochs ({stop}) in {result.training_seconds:.1f} s; best epoch {best}"
+          f"{restored}.")
+    if config.restarts > 1:
+        print("Restarts  training NLL " + " / ".join(f"{c['train_nll']:.4f}" for c in result.candidates)
+              + "; kept the lowest")
+    print()
+    print(_table(result.metrics))
+    print()
+    print(f"Run directory  {run_dir}/")
+    print("  " + "  ".join(p.name for p in sorted(written, key=lambda p: run_files.index(p.name))))
+    if exported is not None:
+        print(f"SavedModel     {exported}/  (tfp-realnvp inspect {exported})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate, sample, export, inspect, plot
+
+
+def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, *, required: bool) -> tuple[Any, int]:
+    """The --dataset, or else the test split of the model's run (as its settings.json describes it).
+
+    Options given on the command line win; without --dataset, the run's seed, header, test rows and
+    stream threshold fill the others, so `evaluate` sees the test rows `train` reported on.
+    Returns (None, seed) when there is no dataset and none is `required`.
+    """
+    run = _run_settings(model_path) if args.dataset is None else {}
+    spec = args.dataset or run.get("dataset")
+
+    def option(name: str) -> Any:
+        value = getattr(args, name)
+        return value if value is not None else run.get(name)
+
+    seed = int(option("seed") or 0)
+    if spec is None:
+        if required:
+            raise CommandError(
+                f"no --dataset given and no {SETTINGS_FILE} beside {model_path} names one; expected "
+                "--dataset NAME, csv:PATH or npy:PATH"
+            )
+        return None, seed
+    data = _load_data(spec, num_train=None, num_test=option("num_test"), seed=seed, header=option("header"),
+                      stream_above_mb=option("stream_above_mb"))
+    return data, seed
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    model_path = _check_model_path(args.model)
+    model = _load_model(model_path)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.data import as_tf_dataset, stream_error  # pylint: disable=import-outside-toplevel
+
+    data, _ = _data_for_model(args, model_path, required=True)
+    _check_event_size(data, model, model_path)
+    if data.streamed:
+        shape = list(model.event_shape)
+        rows: Any = (as_tf_dataset(data.test_stream, batch_size=EVAL_BATCH, shuffle=False)
+                     .map(lambda batch: tf.reshape(batch, [-1, *shape]))
+                     .apply(tf.data.experimental.assert_cardinality(math.ceil(data.num_test / EVAL_BATCH))))
+        batch: dict[str, Any] = {}
+    else:
+        rows, batch = _test_rows(data, model), {"batch_size": EVAL_BATCH}
+    try:
+        logs = model.evaluate(rows, verbose=0, return_dict=True, **batch)
+    except tf.errors.InvalidArgumentError as error:
+        if not data.streamed:
+            raise
+        raise stream_error(error) from None
+    print(f"Model    {model_path}")
+    print(f"Dataset  {data.description}")
+    print()
+    print(_table({"test": _metrics_of(logs, data.num_test)}))
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
+    out = pathlib.Path(args.output)
+    if out.suffix not in (".npy", ".csv"):
+        raise CommandError(f"--output {args.output} must end in .npy or .csv")
+    if out.exists():
+        raise CommandError(f"--output {args.output} already exists; expected a new file (nothing is overwritten)")
+    if not out.parent.is_dir():
+        raise CommandError(f"--output {args.output}: directory {out.parent} does not exist")
+    model_path = _check_model_path(args.model)
+    model = _load_model(model_path)
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    samples = np.asarray(model.sample(args.num_samples, seed=args.seed, temperature=args.temperature))
+    if out.suffix == ".npy":
+        write_new(out, lambda p: np.save(p, samples))
+    else:  # %.9g: float32 values read back exactly; one flattened example per row
+        write_new(out, lambda p: np.savetxt(p, samples.reshape(len(samples), -1), delimiter=",", fmt="%.9g"))
+    shape = "x".join(map(str, samples.shape[1:]))
+    print(f"Wrote {len(samples)} samples of shape {shape} to {out} "
+          f"(seed {args.seed}, temperature {args.temperature:g})")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    model_path = _check_model_path(args.model)
+    _check_export_dir(args.export_dir)
+    taken = files.versions(args.export_dir)
+    if args.version in taken:
+        raise CommandError(
+            f"export version {args.version} already exists at {taken[args.version]}; expected a new version "
+            f"(leave out --version for the next one, {max(taken) + 1})"
+        )
+    model = _load_model(model_path)
+    from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
+
+    try:
+        exported = pathlib.Path(export_saved_model(model, args.export_dir, version=args.version))
+    except FileExistsError as error:
+        raise CommandError(f"{error}; expected a new version (leave out --version for the next one)") from None
+    print(f"Exported {model_path} to {exported}/  (tfp-realnvp inspect {exported})")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    directory = pathlib.Path(args.export_dir)
+    if not directory.is_dir():
+        raise CommandError(f"no such directory: {args.export_dir} (expected a SavedModel directory)")
+    if not (directory / "saved_model.pb").is_file():
+        versions = [v for v in files.versions(directory).values() if (v / "saved_model.pb").is_file()]
+        if not versions:
+            raise CommandError(
+                f"{args.export_dir} holds no saved_model.pb and no numbered version with one; expected a "
+                "SavedModel directory such as saved_models/two_moons/1"
+            )
+        directory = versions[-1]
+    import_tensorflow()
+    from tfp_realnvp.serving_check import signature_specs  # pylint: disable=import-outside-toplevel
+
+    try:
+        specs = signature_specs(directory)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        print(json.dumps({"export_dir": str(directory), "signatures": specs}, indent=2, default=_json_default))
+        return 0
+
+    def shape(spec: dict[str, Any]) -> str:
+        if spec["shape"] is None:
+            return "unknown rank"
+        return "[" + ", ".join(map(str, spec["shape"])) + "]" + (" (scalar)" if spec["shape"] == () else "")
+
+    print(f"SavedModel {directory}  (tag 'serve', {len(specs)} signatures; -1: any size)")
+    for key in sorted(specs, key=lambda k: (k != "serving_default", k)):
+        signature = specs[key]
+        print()
+        print(f"signature {key!r}  ({signature['method_name']})")
+        for part in ("inputs", "outputs"):
+            print(f"  {part}:")
+            tensors = signature[part]
+            width = max((len(k) for k in tensors), default=0)
+            for name, spec in tensors.items():
+                print(f"    {name.ljust(width)}  {spec['dtype']:8} {shape(spec)}")
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    from tfp_realnvp import plots  # pylint: disable=import-outside-toplevel
+
+    model_path = _check_model_path(args.model)
+    out = _check_output_dir(args.output, plots.PLOT_FILES, "figures")
+    history_path = pathlib.Path(args.history) if args.history else model_path.parent / HISTORY_FILE
+    if args.history and not history_path.is_file():
+        raise CommandError(f"no such history file: {args.history} (expected the history.json of a run)")
+    history = _read_json(history_path)
+    if args.history and (not history or not history.get("loss")):
+        raise CommandError(f"{args.history} has no 'loss' list; expected the history.json of a run")
+    model = _load_model(model_path)
+    data, seed = _data_for_model(args, model_path, required=False)
+    rows = None
+    if data is not None:
+        _check_event_size(data, model, model_path)
+        rows = _test_rows(data, model, limit=5000)
+    out.mkdir(parents=True, exist_ok=True)
+    title = _dataset_slug(data.name) if data is not None else model_path.parent.name
+    written = plots.plot_run(model, out, data=rows, history=history, seed=seed, temperature=args.temperature,
+                             title=title)
+    print(f"Wrote {', '.join(str(p) for p in written)}")
+    return 0

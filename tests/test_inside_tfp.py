@@ -13,6 +13,7 @@ E[x2^2] = S^2 + Var(x1^2) = S^2 + 2 and E[x1^2 x2] = E[x1^4] - E[x1^2] = 2.
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -282,3 +283,19 @@ def test_joint_distribution_named_of_a_flow_and_an_observation():
     np.testing.assert_allclose(joint.log_prob(draw), by_hand, rtol=1e-6, atol=1e-5)  # as above
     assert joint.log_prob(**draw).shape == (5,)
 
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_readme_quotes_the_table_of_neutra_md():
+    # The README's NeuTra figures are copied from benchmarks/NEUTRA.md; a new run of
+    # benchmarks/neutra_funnel.py that is not copied over fails here instead of going stale.
+    readme = ROOT.joinpath("README.md").read_text()
+    section = readme.split("\n## Inside TFP\n", 1)[1].split("\n## ", 1)[0]
+    neutra = ROOT.joinpath("benchmarks", "NEUTRA.md").read_text().splitlines()
+    rows = [line for line in neutra if line.startswith("| ")]
+    ratio = [line for line in neutra if line.startswith("NeuTra / HMC")]
+    assert len(rows) >= 4, f"NEUTRA.md has no table of both samplers: {rows}"  # header and one seed at least
+    assert len(ratio) == 1, "NEUTRA.md has no 'NeuTra / HMC ...' ratio line"
+    missing = [line for line in [*rows, *ratio] if line not in section.splitlines()]
+    assert not missing, f"README.md's Inside TFP section does not quote these lines of NEUTRA.md: {missing}"

@@ -56,6 +56,7 @@ import tensorflow as tf
 
 from tfp_realnvp.files import publish_version
 from tfp_realnvp.model import FlowModel
+from tfp_realnvp.routing import route
 
 __all__ = [
     "CONFIG_ASSET",
@@ -116,14 +117,16 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
             num_samples = tf.identity(num_samples)
         return {"samples": model.sample(num_samples, seed=seed, temperature=temperature)}
 
+    inference = route(bijector, training=False)  # e.g. batch normalization's running statistics
+
     def forward(z: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"x": bijector.forward(checked(z))}
+        return {"x": bijector.forward(checked(z), **inference)}
 
     def inverse(x: tf.Tensor) -> dict[str, tf.Tensor]:
         x = checked(x)
         return {
-            "z": bijector.inverse(x),
-            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape)),
+            "z": bijector.inverse(x, **inference),
+            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape), **inference),
         }
 
     sample_specs = [

@@ -15,6 +15,7 @@ import tensorflow_probability as tfp
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
 from tfp_realnvp.flows.registry import flow_builder
+from tfp_realnvp.routing import route
 from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
 
 __all__ = [
@@ -258,8 +259,12 @@ class FlowModel(keras.Model):
     def flow_dtype(self) -> tf.DType:
         return tf.as_dtype(self._flow_config["flow_dtype"])
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.log_prob(x)
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.log_prob(x, training=bool(training))
+
+    def _bijector_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """Keyword arguments for the flow's bijector that reach every part taking them (`routing`)."""
+        return route(self._distribution.bijector, **kwargs)
 
     def check_event_shape(self, x: tf.Tensor | np.ndarray) -> None:
         """Raises ValueError unless `x`'s trailing axes are the model's event shape."""
@@ -273,11 +278,17 @@ class FlowModel(keras.Model):
                 f"[batch..., {', '.join(map(str, self._event))}]"
             )
 
-    def log_prob(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
-        """`log p(x)` per example, in nats, in the data's own units; `x` is `[..., *event_shape]`."""
+    def log_prob(self, x: tf.Tensor | np.ndarray, *, training: bool = False) -> tf.Tensor:
+        """`log p(x)` per example, in nats, in the data's own units; `x` is `[..., *event_shape]`.
+
+        Args:
+          x: Examples.
+          training: Passed to the bijectors that take it (batch normalization: batch statistics
+            and an update of the running ones when True). Defaults to `False`.
+        """
         x = tf.cast(x, self.flow_dtype)
         self.check_event_shape(x)
-        return self._distribution.log_prob(x)
+        return self._distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training=training))
 
     def sample(
         self, num_samples: int | tf.Tensor, *, seed: int | Sequence[int] | tf.Tensor, temperature: float = 1.0
@@ -296,7 +307,7 @@ class FlowModel(keras.Model):
         """
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
-        return self._distribution.bijector.forward(z)
+        return self._distribution.bijector.forward(z, **self._bijector_kwargs(training=False))
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""

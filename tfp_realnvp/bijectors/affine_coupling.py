@@ -161,6 +161,12 @@ class AffineCoupling(tfb.Bijector):
         return self._log_scale_bound
 
     @property
+    def condition_keys(self) -> tuple[str, ...]:
+        """The keyword arguments the conditioner takes (`"context"` for an `MLPConditioner` with
+        `context_size`), which `tfp_realnvp.routing.route` delivers through a `tfb.Chain`."""
+        return tuple(getattr(self._conditioner, "condition_keys", ()))
+
+    @property
     def keras_layers(self) -> tuple[keras.layers.Layer, ...]:
         """The Keras layers holding this coupling's weights; a `keras.Model` must track these.
 

@@ -100,6 +100,11 @@ class MLPConditioner(keras.layers.Layer):
         ]
         self._out = None
 
+    @property
+    def condition_keys(self) -> tuple[str, ...]:
+        """`("context",)` when built with a `context_size`, else `()`."""
+        return ("context",) if self.context_size else ()
+
     def build(self, input_shape: Sequence[int | None]) -> None:
         event_shape = tuple(input_shape[len(input_shape) - self.event_ndims :])
         if None in event_shape:

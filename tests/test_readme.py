@@ -57,3 +57,17 @@ def test_readme_quotes_the_quality_table_of_quality_md():
     assert len(rows) >= 3, f"QUALITY.md has no per-seed table: {rows}"  # header and two seeds at least
     missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
     assert not missing, f"README.md's Quality section does not quote these lines of QUALITY.md: {missing}"
+
+
+CONDITIONAL = README.parent / "benchmarks" / "CONDITIONAL.md"
+
+
+def test_readme_quotes_the_table_of_conditional_md():
+    # benchmarks/conditional.py's last run: the README's rows must be its rows.
+    quoted = _section(README.read_text(), "Conditional densities")
+    rows = [line for line in CONDITIONAL.read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) >= 3, f"CONDITIONAL.md has no table: {rows}"  # header and the two datasets
+    missing = [line for line in rows if line not in quoted.splitlines()]
+    assert not missing, f"README.md's Conditional densities section does not quote these lines: {missing}"
+    for figure in ("conditional_two_moons.png", "conditional_digits.png"):
+        assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "real_nvp": "tfp_realnvp.flows.real_nvp",
     "register_flow": "tfp_realnvp.flows.registry",
     "registered_flows": "tfp_realnvp.flows.registry",
+    "route": "tfp_realnvp.routing",
 }
 
 __all__ = sorted(_EXPORTS)

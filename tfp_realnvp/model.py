@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
 from tfp_realnvp.flows.registry import flow_builder
-from tfp_realnvp.routing import route
+from tfp_realnvp.routing import condition_keys, route
 from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
 
 __all__ = [
@@ -53,6 +53,21 @@ def _stateless_seed(seed: int | Sequence[int] | tf.Tensor) -> tf.Tensor:
         seed = tf.cast(seed, tf.int64)
         seed = tf.stack([tf.bitwise.bitwise_and(seed, 2**31 - 1), tf.bitwise.right_shift(seed, 31)])
     return tf.cast(seed, tf.int32)
+
+
+def _split_inputs(inputs: Any) -> tuple[Any, Any]:
+    """`(x, context)` of a model input: an array or tensor `x`, or a dict `{"x": x, "context": c}`."""
+    if isinstance(inputs, dict):
+        unknown = sorted(set(inputs) - {"x", "context"})
+        if unknown or "x" not in inputs:
+            raise ValueError(f"a conditional model's inputs are {{'x': ..., 'context': ...}}; got keys {sorted(inputs)}")
+        return inputs["x"], inputs.get("context")
+    return inputs, None
+
+
+def _batch_size(x: tf.Tensor) -> int | tf.Tensor:
+    """The size of `x`'s first axis: an int when static, else a scalar tensor."""
+    return x.shape[0] if x.shape.rank and x.shape[0] is not None else tf.shape(x)[0]
 
 
 def _progress(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +138,10 @@ class FlowModel(keras.Model):
       logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1]`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      context_size: For a conditional density `p(x | context)`: the number of context
+        features per example, passed to the builder as `context_size` (its bijectors must take
+        a `context` keyword; `real_nvp`'s do). Then `fit({"x": x, "context": c})`,
+        `log_prob(x, context=c)` and `sample(n, context=c)`. Defaults to 0 (unconditional).
       name: The model's name. Defaults to `None` (Keras's).
       trainable: Passed to `keras.Model`. Defaults to `True`.
       dtype: Passed to `keras.Model`. Defaults to `None`.
@@ -159,6 +178,7 @@ class FlowModel(keras.Model):
         integer_levels: int | None = None,
         logit_alpha: float | None = None,
         flow_dtype: str = "float32",
+        context_size: int = 0,
         name: str | None = None,
         trainable: bool = True,
         dtype: Any = None,
@@ -169,9 +189,13 @@ class FlowModel(keras.Model):
         shape = _event_shape(event_size, event_shape)
         if flow_dtype not in ("float32", "float64"):
             raise ValueError(f"flow_dtype must be 'float32' or 'float64'; got {flow_dtype!r}")
+        if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
+            raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
+        context_size = int(context_size)
         builder = flow_builder(flow)
         options = _json_options(flow, builder.resolve(shape, int(seed), flow_options))
-        built = builder.build(shape, seed=int(seed), dtype=flow_dtype, **options)
+        context_option = {"context_size": context_size} if context_size else {}
+        built = builder.build(shape, seed=int(seed), dtype=flow_dtype, **context_option, **options)
         # TFP hands out a private subclass of TransformedDistribution's base, so test the shape of it.
         if not (isinstance(built, tfd.Distribution) and isinstance(getattr(built, "bijector", None), tfb.Bijector)
                 and isinstance(getattr(built, "distribution", None), tfd.Distribution)):
@@ -193,6 +217,7 @@ class FlowModel(keras.Model):
             integer_levels=None if integer_levels is None else int(integer_levels),
             logit_alpha=None if logit_alpha is None else float(logit_alpha),
             flow_dtype=flow_dtype,
+            context_size=context_size,
             **options,
         )
         self.preprocessing = Preprocessing(
@@ -208,9 +233,16 @@ class FlowModel(keras.Model):
             bijector=tfb.Chain([self.preprocessing.bijector(), built.bijector], name="flow"),
             name="flow_model",
         )
+        if context_size and "context" not in condition_keys(self._distribution):
+            raise ValueError(
+                f"flow {flow!r} takes no context: none of its bijectors lists 'context' in condition_keys "
+                f"(see tfp_realnvp.routing); expected a builder whose couplings are conditioned on context_size="
+                f"{context_size} features, as real_nvp's are"
+            )
         # Layers built at their first call (a conditioner given no input shape, a tanh bound
         # taking a plain callable's dtype) exist after one pass.
-        self._distribution.log_prob(tf.zeros((1, *shape), flow_dtype))
+        self.log_prob(tf.zeros((1, *shape), flow_dtype),
+                      context=tf.zeros((1, context_size), flow_dtype) if context_size else None)
         # A keras.Model cannot see layers held inside TFP bijectors: list them here so
         # trainable_variables, fit, save and load all reach every weight of the flow.
         untracked = untracked_layers(self._distribution)
@@ -259,12 +291,52 @@ class FlowModel(keras.Model):
     def flow_dtype(self) -> tf.DType:
         return tf.as_dtype(self._flow_config["flow_dtype"])
 
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.log_prob(x, training=bool(training))
+    @property
+    def context_size(self) -> int:
+        """The number of context features of a conditional model; 0 for an unconditional one."""
+        return self._flow_config["context_size"]
 
-    def _bijector_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        """Keyword arguments for the flow's bijector that reach every part taking them (`routing`)."""
-        return route(self._distribution.bijector, **kwargs)
+    def call(self, inputs: tf.Tensor | dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """`log p(x)`, or `log p(x | context)` for inputs `{"x": x, "context": c}`."""
+        x, context = _split_inputs(inputs)
+        return self.log_prob(x, context=context, training=bool(training))
+
+    def _check_context(self, context: Any, batch_size: Any) -> tf.Tensor | None:
+        """The context as `[batch_size, context_size]` (one row shared by all), or None.
+
+        Raises:
+          ValueError: If a conditional model gets no context, an unconditional one gets one, or the
+            context's width or (when known) row count does not fit.
+        """
+        size = self.context_size
+        if not size:
+            if context is not None:
+                raise ValueError(f"this model takes no context (context_size=0); got a context of shape "
+                                 f"{tuple(np.shape(context))}")
+            return None
+        if context is None:
+            raise ValueError(f"this model is conditional (context_size={size}): pass context= of shape [n, {size}] "
+                             f"(in fit: {{'x': x, 'context': context}})")
+        context = tf.cast(context, self.flow_dtype)
+        if context.shape.rank != 2 or context.shape[-1] not in (None, size):
+            raise ValueError(f"context of shape {tuple(context.shape)} does not fit the model's context_size {size}; "
+                             f"expected [n, {size}]")
+        rows, batch = context.shape[0], tf.get_static_value(batch_size)
+        if rows is not None and batch is not None and rows not in (1, int(batch)):
+            raise ValueError(f"context has {rows} rows but the batch has {int(batch)}; expected {int(batch)} rows, or "
+                             "1 row to share")
+        return tf.broadcast_to(context, tf.stack([tf.cast(batch_size, tf.int32), size]))
+
+    def bijector_kwargs(
+        self, batch_size: int | tf.Tensor, *, context: Any = None, training: bool = False
+    ) -> dict[str, Any]:
+        """Keyword arguments for `distribution.bijector`'s methods that reach every part taking them.
+
+        The context is checked (see `log_prob`) and broadcast to `[batch_size, context_size]`;
+        `training` goes to the bijectors that take it. See `tfp_realnvp.routing`.
+        """
+        context = self._check_context(context, batch_size)
+        return route(self._distribution.bijector, training=training, context=context)
 
     def check_event_shape(self, x: tf.Tensor | np.ndarray) -> None:
         """Raises ValueError unless `x`'s trailing axes are the model's event shape."""
@@ -278,20 +350,34 @@ class FlowModel(keras.Model):
                 f"[batch..., {', '.join(map(str, self._event))}]"
             )
 
-    def log_prob(self, x: tf.Tensor | np.ndarray, *, training: bool = False) -> tf.Tensor:
-        """`log p(x)` per example, in nats, in the data's own units; `x` is `[..., *event_shape]`.
+    def log_prob(
+        self, x: tf.Tensor | np.ndarray, *, context: tf.Tensor | np.ndarray | None = None, training: bool = False
+    ) -> tf.Tensor:
+        """`log p(x)` (or `log p(x | context)`) per example, in nats, in the data's own units.
 
         Args:
-          x: Examples.
+          x: Examples `[..., *event_shape]`; for a conditional model `[n, *event_shape]`.
+          context: A conditional model's context, `[n, context_size]`, or `[1, context_size]`
+            for one shared by every example. Defaults to `None` (an unconditional model).
           training: Passed to the bijectors that take it (batch normalization: batch statistics
             and an update of the running ones when True). Defaults to `False`.
+
+        Raises:
+          ValueError: For examples of another event shape, or a context that does not fit (see
+            `context_size`).
         """
         x = tf.cast(x, self.flow_dtype)
         self.check_event_shape(x)
-        return self._distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training=training))
+        kwargs = self.bijector_kwargs(_batch_size(x), context=context, training=training)
+        return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
     def sample(
-        self, num_samples: int | tf.Tensor, *, seed: int | Sequence[int] | tf.Tensor, temperature: float = 1.0
+        self,
+        num_samples: int | tf.Tensor,
+        *,
+        seed: int | Sequence[int] | tf.Tensor,
+        temperature: float = 1.0,
+        context: tf.Tensor | np.ndarray | None = None,
     ) -> tf.Tensor:
         """Draws `[num_samples, *event_shape]` samples; the same seed gives the same samples.
 
@@ -304,10 +390,13 @@ class FlowModel(keras.Model):
           seed: An int, or a stateless seed of shape `[2]`.
           temperature: Factor on the latent draw: for a standard normal base its standard
             deviation (values below 1 give more typical samples). Defaults to 1.
+          context: A conditional model's context: `[num_samples, context_size]`, one row per
+            sample, or `[1, context_size]` for all. Defaults to `None`.
         """
+        kwargs = self.bijector_kwargs(num_samples, context=context)
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
-        return self._distribution.bijector.forward(z, **self._bijector_kwargs(training=False))
+        return self._distribution.bijector.forward(z, **kwargs)
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
@@ -384,7 +473,7 @@ class FlowModel(keras.Model):
             if isinstance(x, tf.data.Dataset):
                 self.adapt(x)
             else:
-                x_np = np.asarray(x)
+                x_np = np.asarray(_split_inputs(x)[0])
                 split = kwargs.get("validation_split") or 0.0
                 self.adapt(x_np[: int(len(x_np) * (1.0 - split))] if split else x_np)
         return super().fit(x, *args, **_progress(kwargs))
@@ -397,8 +486,10 @@ class FlowModel(keras.Model):
         """`keras.Model.predict` (`log p(x)` per example), with `fit`'s progress bar."""
         return super().predict(x, *args, **_progress(kwargs))
 
-    def _dequantize(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.cast(x, self.flow_dtype)
+    def _dequantize(self, inputs: Any) -> Any:
+        if isinstance(inputs, dict):
+            return {**inputs, "x": self._dequantize(inputs["x"])}
+        x = tf.cast(inputs, self.flow_dtype)
         if self._flow_config["integer_levels"] is None:
             return x
         return x + keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)

@@ -86,6 +86,7 @@ def real_nvp(
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     dtype: str = "float32",
+    context_size: int = 0,
     validate_args: bool = False,
     name: str = "real_nvp",
 ) -> tfd.TransformedDistribution:
@@ -112,6 +113,10 @@ def real_nvp(
         Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
       dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      context_size: For a conditional density `p(x | context)`: the number of context
+        features each conditioner takes beside `x1`. The context then goes to every coupling
+        through TFP's `bijector_kwargs`, routed by name: `dist.log_prob(x,
+        bijector_kwargs=tfp_realnvp.route(dist.bijector, context=c))`. Defaults to 0.
       validate_args: Passed to the bijectors. Defaults to `False`.
       name: Name of the distribution. Defaults to `"real_nvp"`.
 
@@ -140,6 +145,8 @@ def real_nvp(
         raise ValueError(f"num_couplings must be an integer >= 1; got {num_couplings!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
+        raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
     if isinstance(permutation, str):
         permutations = permutation_indices(event_size, num_couplings, permutation=permutation, seed=seed)
     else:
@@ -156,6 +163,7 @@ def real_nvp(
             hidden_units,
             output_shape=(event_size - num_masked,),
             activation=activation,
+            context_size=int(context_size),
             dtype=dtype,
             seed=layer_seeds[k],
             name=f"conditioner_{k}",

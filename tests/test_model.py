@@ -265,6 +265,21 @@ def test_bits_per_dim_for_integer_data():
     assert abs(result["nll"] - again["nll"]) < 0.05 * abs(result["nll"])
 
 
+def test_dequantized_integers_stay_below_the_next_level(monkeypatch):
+    # In float32, 16 + 0.99999994 (the largest uniform draw below 1) is 17.0: the top level left
+    # [0, levels), its logit was infinite and the digits recipe diverged to NaN at epoch 36.
+    model = FlowModel(3, num_couplings=1, hidden_units=(4,), integer_levels=17, logit_alpha=0.05)
+    x = np.array([[16, 0, 3], [16, 16, 16], [0, 8, 16]], np.float32)
+    model.adapt(x)
+    largest_below_one = np.float32(1 - 2**-24)
+    assert np.float32(16) + largest_below_one == np.float32(17)  # the rounding the cap guards against
+    monkeypatch.setattr(keras.random, "uniform", lambda shape, seed=None, dtype=None, **kwargs: tf.fill(
+        shape, tf.constant(largest_below_one, dtype)))
+    model.compile(jit_compile=False)
+    logs = model.evaluate(x, verbose=0, return_dict=True)
+    assert np.isfinite(logs["nll"]), logs
+
+
 def test_save_and_load_keras_file(tmp_path):
     x = _moons(1024, 0)
     model = _small_model(permutation="random", seed=4, log_scale_bound="sigmoid")

@@ -492,7 +492,11 @@ class FlowModel(keras.Model):
         x = tf.cast(inputs, self.flow_dtype)
         if self._flow_config["integer_levels"] is None:
             return x
-        return x + keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        noise = keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        # x + u with u in [0, 1) rounds up to x + 1 for u within half an ulp of 1 (16 + 0.99999994
+        # is 17.0 in float32): the top level would leave [0, levels), and its logit be infinite,
+        # once in about a million draws. The largest float below x + 1 is the cap.
+        return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
 
     def _step(self, step: Any, data: Any) -> dict[str, tf.Tensor]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -14,6 +14,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
+from tfp_realnvp.compiled import Bucketed
 from tfp_realnvp.flows.registry import flow_builder
 from tfp_realnvp.routing import condition_keys, route
 from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
@@ -63,6 +64,28 @@ def _split_inputs(inputs: Any) -> tuple[Any, Any]:
             raise ValueError(f"a conditional model's inputs are {{'x': ..., 'context': ...}}; got keys {sorted(inputs)}")
         return inputs["x"], inputs.get("context")
     return inputs, None
+
+
+class _Compiled:
+    """A model's eager `log_prob` and sampling flow, compiled with XLA per shape class."""
+
+    def __init__(self, model: FlowModel) -> None:
+        distribution = model.distribution
+
+        def log_prob(x: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.log_prob(x, bijector_kwargs=model.bijector_kwargs(x.shape[0], context=context))
+
+        def forward(z: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.bijector.forward(z, **model.bijector_kwargs(z.shape[0], context=context))
+
+        self.log_prob = Bucketed(log_prob)
+        self.forward = Bucketed(forward)
+
+
+def _batched(x: tf.Tensor, event_shape: tuple[int, ...]) -> bool:
+    """Whether `x` is an eager, non-empty batch `[n, *event_shape]`, which the compiled calls take."""
+    return (tf.executing_eagerly() and not isinstance(x, tf.Variable) and x.shape.rank == len(event_shape) + 1
+            and bool(x.shape[0]))
 
 
 def _batch_size(x: tf.Tensor) -> int | tf.Tensor:
@@ -239,6 +262,7 @@ class FlowModel(keras.Model):
                 f"(see tfp_realnvp.routing); expected a builder whose couplings are conditioned on context_size="
                 f"{context_size} features, as real_nvp's are"
             )
+        self._compiled = None  # the pass below builds layers: plain eager calls
         # Layers built at their first call (a conditioner given no input shape, a tanh bound
         # taking a plain callable's dtype) exist after one pass.
         self.log_prob(tf.zeros((1, *shape), flow_dtype),
@@ -261,6 +285,7 @@ class FlowModel(keras.Model):
                 "lists in keras_layers (see tfp_realnvp.tracking)"
             )
         self._noise = keras.random.SeedGenerator(seed, name="dequantization_noise")
+        self._compiled = _Compiled(self)
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bits_tracker = keras.metrics.Mean(name="bits_per_dim") if integer_levels else None
         self.built = True
@@ -368,6 +393,9 @@ class FlowModel(keras.Model):
         """
         x = tf.cast(x, self.flow_dtype)
         self.check_event_shape(x)
+        if self._compiled is not None and not training and _batched(x, self._event):
+            # Called eagerly, as users call it: one XLA program per shape class (compiled.py).
+            return self._compiled.log_prob(x, self._check_context(context, x.shape[0]))
         kwargs = self.bijector_kwargs(_batch_size(x), context=context, training=training)
         return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
@@ -393,10 +421,12 @@ class FlowModel(keras.Model):
           context: A conditional model's context: `[num_samples, context_size]`, one row per
             sample, or `[1, context_size]` for all. Defaults to `None`.
         """
-        kwargs = self.bijector_kwargs(num_samples, context=context)
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
-        return self._distribution.bijector.forward(z, **kwargs)
+        if self._compiled is not None and isinstance(z, tf.Tensor) and _batched(z, self._event):
+            # The draw stays TensorFlow's own (XLA draws other numbers for a seed); the flow is compiled.
+            return self._compiled.forward(z, self._check_context(context, z.shape[0]))
+        return self._distribution.bijector.forward(z, **self.bijector_kwargs(num_samples, context=context))
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""

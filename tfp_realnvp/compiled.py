@@ -22,6 +22,7 @@ from typing import Any
 import tensorflow as tf
 
 __all__ = [
+    "MAX_ROWS",
     "Bucketed",
     "bucket",
 ]
@@ -71,6 +72,8 @@ class Bucketed:
 
     def __call__(self, *tensors: tf.Tensor | None) -> Any:
         rows = int(next(t for t in tensors if t is not None).shape[0])
+        if not rows:  # nothing to pad from: the plain function
+            return self._fn(*tensors)
         outputs = []
         for start in range(0, rows, self._max_rows):
             count = min(self._max_rows, rows - start)

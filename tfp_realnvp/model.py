@@ -508,6 +508,12 @@ class FlowModel(keras.Model):
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
         )
+        # The optimizer's slots made now, not in the first training step: a tf.function that
+        # creates variables is traced twice (TF then retraces without creating them), which cost
+        # half the first step's seconds.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         # keras.Model skips this for models that override compile(); ours keeps the

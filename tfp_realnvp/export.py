@@ -179,8 +179,13 @@ def _write_saved_model(model: FlowModel, path: pathlib.Path) -> None:
     """Writes the SavedModel (signatures and `assets.extra/flow_config.json`) into `path`."""
     archive = keras.export.ExportArchive()
     archive.track(model)  # the variables then live in the SavedModel the C++ loader restores
+    added: dict[int, Any] = {}  # serving_default is log_prob: traced once, saved under both keys
     for key, (function, input_signature) in _signature_functions(model).items():
-        archive.add_endpoint(name=key, fn=function, input_signature=input_signature)
+        if id(function) in added:
+            archive.add_endpoint(name=key, fn=added[id(function)])
+            continue
+        added[id(function)] = archive.add_endpoint(name=key, fn=function, input_signature=input_signature)
+        added[id(function)].get_concrete_function()
     archive.write_out(str(path), verbose=False)
     config_path = path / CONFIG_ASSET
     config_path.parent.mkdir(exist_ok=True)

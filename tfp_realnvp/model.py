@@ -465,12 +465,14 @@ class FlowModel(keras.Model):
         loss: Any = None,
         jit_compile: bool | str = "auto",
         steps_per_execution: int | None = None,
+        evaluation_jit_compile: bool = False,
         **kwargs: Any,
     ) -> None:
         """Configures training; the loss is always the mean negative log-likelihood.
 
         The defaults are the fastest measured (benchmarks/RESULTS.md): the training step
-        compiled with XLA, 16 steps per call.
+        compiled with XLA, 16 steps per call; `evaluate` (and the validation in `fit`) and
+        `predict` in TensorFlow's graph, without XLA.
 
         Args:
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
@@ -486,6 +488,11 @@ class FlowModel(keras.Model):
             Batch-level callback hooks (`on_train_batch_end`, the progress bar) run once per
             call; epoch-level ones (EarlyStopping, ModelCheckpoint, TensorBoard's default) are
             unaffected. Pass 1 for a hook after every batch.
+          evaluation_jit_compile: Whether `evaluate` and `predict` compile their step with XLA
+            too. XLA compiles a step anew for every batch shape (the last, partial batch of each
+            split is one), seconds each, while a forward pass over a validation split takes
+            milliseconds; so defaults to `False`. (The eager `log_prob`, which users call on
+            batches of any size, is compiled per power-of-two shape class: see `compiled`.)
           **kwargs: Passed to `keras.Model.compile` (`metrics`, `run_eagerly`, ...).
 
         Raises:
@@ -505,6 +512,7 @@ class FlowModel(keras.Model):
         elif jit_compile == "auto":
             jit_compile = DEFAULT_JIT_COMPILE
         self._eager_xla = bool(jit_compile)
+        self._evaluation_xla = bool(jit_compile) and bool(evaluation_jit_compile)
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
         )
@@ -514,6 +522,21 @@ class FlowModel(keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
+
+    def make_test_function(self, force: bool = False) -> Any:
+        return self._with_evaluation_xla(super().make_test_function, force)
+
+    def make_predict_function(self, force: bool = False) -> Any:
+        return self._with_evaluation_xla(super().make_predict_function, force)
+
+    def _with_evaluation_xla(self, make: Any, force: bool) -> Any:
+        """`make(force)` with `jit_compile` as `compile(evaluation_jit_compile=...)` chose."""
+        training_xla = self.jit_compile
+        self.jit_compile = getattr(self, "_evaluation_xla", training_xla) and training_xla
+        try:
+            return make(force)
+        finally:
+            self.jit_compile = training_xla
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         # keras.Model skips this for models that override compile(); ours keeps the

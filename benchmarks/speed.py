@@ -521,7 +521,7 @@ def measure(config: Config, plan: Plan) -> dict:
     train, first = {}, {}
     model = ours(config)
     train["ours"], first["ours"] = fit_contender(model, x_train, config.batch_size)
-    start = time.perf_counter()  # the evaluation step's trace and compile, apart from training's
+    start = time.perf_counter()  # the evaluation step's trace, apart from training's
     model.evaluate(x_eval, batch_size=EVAL_BATCH, verbose=0)
     first["ours_eval"] = time.perf_counter() - start
     peer = Zuko(config) if zuko_available() else None
@@ -739,8 +739,8 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
             + ", ".join(f"{label} {first[k]:.1f} s" for k, label in (
                 ("ours", "tfp_realnvp"), *((k, f"tfp_realnvp {label}") for k, label, _ in FIT_OPTIONS),
                 ("stock", "stock"), ("stock_jit", "stock+jit"), ("zuko", "zuko")) if k in first)
-            + f"{ready}. tfp_realnvp's first `evaluate` (the evaluation step's trace and XLA compile, batch "
-            f"{EVAL_BATCH}): {first['ours_eval']:.1f} s.",
+            + f"{ready}. tfp_realnvp's first `evaluate` (the evaluation step's trace, in graph without XLA "
+            f"by default, batch {EVAL_BATCH}): {first['ours_eval']:.1f} s.",
         ]
         if "serving" in r:
             sv = r["serving"]

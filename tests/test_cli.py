@@ -182,6 +182,11 @@ def test_train_writes_the_run_directory_and_an_export(first, work):
     assert set(metrics) >= {"train", "validation", "test", "epochs_run", "best_epoch", "export"}
     assert metrics["test"]["rows"] == 500 and np.isfinite(metrics["test"]["nll"])
     assert metrics["export"] == os.path.join("saved_models", "two_moons", "1")
+    # Where the time went (benchmarks/cli_default.py reads it): every phase, none longer than the run.
+    phases = metrics["seconds"]
+    assert set(phases) == {"start", "fit_flow", "save", "plots", "export"}
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= metrics["total_seconds"] + 0.05
+    assert phases["fit_flow"] >= metrics["training_seconds"]
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == len(history["val_loss"]) == 2
     # While XLA compiles the first step, the command says so.

@@ -105,7 +105,9 @@ class TrainingConfig:
 
     Optimisation:
       epochs: Maximum epochs. Defaults to 60.
-      batch_size: Rows per step. Defaults to 256.
+      batch_size: Rows per step. In memory, each epoch is cut into whole batches, reshuffled
+        every epoch, and its last partial batch is left out (one shape for XLA to compile).
+        Defaults to 256.
       learning_rate: Adam's initial rate. Defaults to 2e-3.
       learning_rate_floor: The cosine decay ends at this fraction of `learning_rate`.
         Defaults to 0.
@@ -453,7 +455,7 @@ def fit_flow(
                 model.preprocessing.check(examples(config, data, "test")[0])
             except ValueError as error:
                 raise DataError(f"test data of {data.name} do not fit the flow: {error}") from None
-        _compile(model, config, n_fit)
+        _compile(model, config, _steps_per_epoch(n_fit, config.batch_size, streamed=data.streamed))
         fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
         if config.patience > 0:
             fit_callbacks.append(keras.callbacks.EarlyStopping(
@@ -462,7 +464,7 @@ def fit_flow(
             fit_callbacks.append(CompileNotice())
         started = time.perf_counter()
         try:
-            rows, fit_kwargs = _jittered(inputs, config, seed)
+            rows, fit_kwargs = _fit_batches(inputs, config, seed)
             history = model.fit(rows, epochs=config.epochs, verbose=verbose, callbacks=[*fit_callbacks, *callbacks],
                                 **fit_kwargs)
             seconds += time.perf_counter() - started
@@ -642,10 +644,14 @@ def _build_model(config: TrainingConfig, data: Dataset, seed: int) -> FlowModel:
         raise ConfigError(f"cannot build the flow: {error}") from None
 
 
-def _compile(model: FlowModel, config: TrainingConfig, n_fit: int) -> None:
+def _steps_per_epoch(n_fit: int, batch_size: int, *, streamed: bool) -> int:
+    """Training steps in an epoch: whole batches in memory (see `_fit_batches`), all batches streamed."""
+    return math.ceil(n_fit / batch_size) if streamed else max(1, n_fit // batch_size)
+
+
+def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> None:
     import keras  # pylint: disable=import-outside-toplevel
 
-    steps_per_epoch = math.ceil(n_fit / config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else config.learning_rate, decay_steps=total - warmup, alpha=config.learning_rate_floor,
@@ -659,26 +665,34 @@ def _compile(model: FlowModel, config: TrainingConfig, n_fit: int) -> None:
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm), **kwargs)
 
 
-def _jittered(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, dict[str, Any]]:
-    """`fit`'s input and keyword arguments, with fresh N(0, jitter^2) noise on every batch when
-    `config.jitter` is set (in memory, the rows then go through a shuffled, batched `tf.data` pipeline)."""
-    if not config.jitter:
-        return inputs.fit, inputs.fit_kwargs
+def _fit_batches(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, dict[str, Any]]:
+    """`fit`'s input and keyword arguments.
+
+    In memory, the rows go through a `tf.data` pipeline, shuffled afresh each epoch (seeded), in
+    whole batches of `batch_size`: an epoch's last, partial batch is dropped (other rows each
+    epoch, so every row is trained on). A partial batch is one more shape for XLA to compile
+    the training step for, seconds on CPU, which is most of the first epoch of a small job.
+    With fewer rows than `batch_size`, the one batch holds them all. With `config.jitter`,
+    every batch gets fresh N(0, jitter^2) noise on `x`.
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     rows, kwargs = inputs.fit, dict(inputs.fit_kwargs)
     if not isinstance(rows, tf.data.Dataset):
         count = len(rows["x"] if isinstance(rows, dict) else rows)
-        rows = tf.data.Dataset.from_tensor_slices(rows).shuffle(count, seed=seed).batch(config.batch_size)
+        rows = tf.data.Dataset.from_tensor_slices(rows).shuffle(count, seed=seed).batch(
+            config.batch_size, drop_remainder=count >= config.batch_size)
         kwargs.pop("batch_size", None)
         kwargs["shuffle"] = False  # shuffled by the pipeline
+    if not config.jitter:
+        return rows.prefetch(tf.data.AUTOTUNE), kwargs
     jitter = config.jitter
 
     def jitter_x(x: Any) -> Any:
         return x + tf.cast(jitter, x.dtype) * tf.random.normal(tf.shape(x), dtype=x.dtype)
 
     return rows.map(lambda batch: {**batch, "x": jitter_x(batch["x"])} if isinstance(batch, dict)
-                    else jitter_x(batch)), kwargs
+                    else jitter_x(batch)).prefetch(tf.data.AUTOTUNE), kwargs
 
 
 def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:

@@ -372,14 +372,20 @@ def train(args: argparse.Namespace) -> int:
                       header=config.header, stream_above_mb=config.stream_above_mb)
     written: list[pathlib.Path] = []
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    seconds = {"start": time.time() - started}  # where the run's time goes (benchmarks/CLI_DEFAULT.md)
+    lap = time.time()
     result = fit_flow(config, data=data, verbose=verbose,
                       callbacks=[_run_start(config, data, args, run_dir, export_dir, written)])
+    seconds["fit_flow"], lap = time.time() - lap, time.time()
     model = result.model
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]
     x, context = _test_examples(config, data, model, limit=5000)
+    seconds["save"], lap = time.time() - lap, time.time()
     written += plots.plot_run(model, run_dir, data=x, context=context, history=result.history, seed=config.seed,
                               title=_dataset_slug(data.name))
+    seconds["plots"], lap = time.time() - lap, time.time()
     exported = pathlib.Path(export_saved_model(model, export_dir)) if export_dir else None
+    seconds["export"] = time.time() - lap
     written.append(_write_json(run_dir / METRICS_FILE, {
         "dataset": _absolute_spec(config.dataset),
         **result.metrics,
@@ -389,6 +395,9 @@ def train(args: argparse.Namespace) -> int:
         "restarts": result.candidates if config.restarts > 1 else None,
         "training_seconds": round(result.training_seconds, 2),
         "total_seconds": round(time.time() - started, 2),
+        # start: reading the arguments, importing TensorFlow, loading the data; fit_flow: building the
+        # flow, training (training_seconds) and the final evaluation; save: model.keras and history.
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "export": str(exported) if exported else None,
     }))
 

@@ -401,7 +401,10 @@ class FlowModel(keras.Model):
         x = tf.cast(x, self.flow_dtype)
         if self._flow_config["integer_levels"] is None:
             return x
-        return x + keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        noisy = x + keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        # In float32, 16 + u rounds to 17 for u > 1 - 2**-20 (about one draw in a million), and
+        # the top level's logit is then infinite: keep each value below its integer's next one.
+        return tf.minimum(noisy, (x + 1.0) * (1.0 - np.finfo(self.flow_dtype.as_numpy_dtype).eps))
 
     def _step(self, step: Any, data: Any) -> dict[str, tf.Tensor]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -21,7 +21,10 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
+    "ActNorm": "tfp_realnvp.bijectors.act_norm",
     "AffineCoupling": "tfp_realnvp.bijectors.affine_coupling",
+    "BatchNormalization": "tfp_realnvp.bijectors.batch_normalization",
+    "FactorOut": "tfp_realnvp.bijectors.factor_out",
     "FlowModel": "tfp_realnvp.model",
     "HoldsKerasLayers": "tfp_realnvp.tracking",
     "LOG_SCALE_BOUNDS": "tfp_realnvp.choices",
@@ -29,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "PERMUTATIONS": "tfp_realnvp.choices",
     "Preprocessing": "tfp_realnvp.bijectors.preprocessing",
     "RECIPES": "tfp_realnvp.training",
+    "ResNetConditioner": "tfp_realnvp.conditioners.resnet",
+    "Squeeze": "tfp_realnvp.bijectors.squeeze",
     "TanhLogScale": "tfp_realnvp.bounds",
     "TrainingConfig": "tfp_realnvp.training",
     "channel_mask": "tfp_realnvp.masks",

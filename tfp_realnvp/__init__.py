@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "keras_layers": "tfp_realnvp.tracking",
     "permutation_indices": "tfp_realnvp.flows.real_nvp",
     "real_nvp": "tfp_realnvp.flows.real_nvp",
+    "real_nvp_multiscale": "tfp_realnvp.flows.multiscale",
     "register_flow": "tfp_realnvp.flows.registry",
     "registered_flows": "tfp_realnvp.flows.registry",
 }

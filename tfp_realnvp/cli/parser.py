@@ -92,21 +92,31 @@ _event_shape = _int_list("8,8,1", "sizes")
 
 
 def _recipe_table() -> str:
+    """The recipes as a table: a row per recipe, and one per flow a recipe has settings for, whose
+    flow options (not the columns' real_nvp ones) are listed under the table."""
     keys = ["flow", "num_couplings", "hidden_units", "permutation", "epochs", "batch_size", "learning_rate",
             "validation_split", "patience"]
     heads = ["recipe", "flow", "couplings", "hidden", "permutation", "epochs", "batch", "lr", "val", "patience",
              "preprocessing"]
-    rows = [heads]
+    rows, notes = [heads], []
     for name in RECIPES:
-        config = TrainingConfig.for_dataset(name if name != "file" else "csv:data.csv")
-        values = {**config.to_dict(), **config.flow_options}
-        cells = [",".join(map(str, values[k])) if k == "hidden_units" else f"{values[k]:g}"
-                 if isinstance(values[k], float) else str(values.get(k, "-")) for k in keys]
-        preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
-            f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
-        rows.append([name, *cells, ", ".join(preprocessing) or "-"])
+        dataset = name if name != "file" else "csv:data.csv"
+        for flow in (None, *RECIPES[name].get("flows", {})):
+            config = TrainingConfig.for_dataset(dataset, **({"flow": flow} if flow else {}))
+            values = {**config.to_dict(), **config.flow_options}
+            cells = [",".join(map(str, values[k])) if k == "hidden_units" and k in values else f"{values[k]:g}"
+                     if isinstance(values.get(k), float) else str(values.get(k, "-")) for k in keys]
+            preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
+                f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
+            rows.append([name, *cells, ", ".join(preprocessing) or "-"])
+            if flow:
+                shape = f"event shape {','.join(map(str, config.event_shape))}; " if config.event_shape else ""
+                options = ", ".join(f"{k} {v}" for k, v in config.flow_options.items())
+                notes.append(f"  {name} with --flow {flow}: {shape}{options}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
-    return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    table = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(table + ([""] + [textwrap.fill(note, 88, subsequent_indent="    ") for note in notes]
+                               if notes else []))
 
 
 def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, train: bool) -> None:
@@ -237,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output", metavar="DIR",
                      help="run directory; must not already hold results (default: runs/<dataset>-<date>-<time>)")
     out.add_argument("--export-dir", metavar="DIR",
-                     help="export a new SavedModel version DIR/<N> (default: saved_models/<dataset>)")
+                     help="export a new SavedModel version DIR/<N> (default: saved_models/<dataset>, or "
+                          "saved_models/<dataset>_<flow> for a flow other than the recipe's, e.g. "
+                          "saved_models/digits_multiscale)")
     out.add_argument("--no-export", action="store_true", help="do not export a SavedModel")
 
     # evaluate -------------------------------------------------------------------------------------

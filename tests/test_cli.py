@@ -542,6 +542,8 @@ def test_recipes_cover_every_builtin_dataset():
     (["sample", "--model", "m.keras", "--output", "s.txt"], r"--output s\.txt must end in \.npy or \.csv"),
     (["evaluate", "--model", "nowhere.keras"], r"no such model file: nowhere\.keras"),
     (["frobnicate"], r"argument COMMAND: invalid choice: 'frobnicate'"),
+    (["plot", "--model", "m.keras", "--output", "o", "--temperature", "1,0"],
+     r"argument --temperature: expected comma-separated positive numbers such as 1,0\.7, got '1,0'"),
 ])
 def test_usage_errors_are_one_line(argv, pattern, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -87,6 +87,16 @@ def _int_list(example: str, what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def _temperatures(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 1,0.7, got {text!r}")
+    return values
+
+
 _hidden_units = _int_list("128,128", "layer widths")
 _event_shape = _int_list("8,8,1", "sizes")
 
@@ -335,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "the model, if present)")
     plot.add_argument("--seed", type=_non_negative_int, default=None,
                       help="seed of the samples and the data (default: the run's, else 0)")
-    plot.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
-                      help="standard deviation of the latent normal for the samples (default: 1)")
+    plot.add_argument("--temperature", type=_temperatures, default=None, metavar="T[,T...]",
+                      help="standard deviation of the latent normal for the samples; images take several, a "
+                           "grid each (default: 1,0.7 for images, else 1)")
     return parser

@@ -315,10 +315,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the two halves), and integer pixels 0..16 are dequantized, scaled to [0, 1] and logit-transformed.
     # The image model (`--flow real_nvp_multiscale`) sees each row as an 8x8x1 image: two scales (8x8,
     # then 4x4 after the squeeze), the paper's 3 + 3 + 4 couplings, residual networks of one block of 32
-    # filters (208 k weights against real_nvp's 265 k). Chosen on the validation images: no per-pixel
-    # standardisation (1.99 bits/dim against 2.04 with it: it breaks the images' translation
-    # structure), no normalization between couplings (batch 2.06, act 2.06, none 2.04, standardised),
-    # rate 1e-3 (2e-3: 2.07), 32 filters in one block (36: 2.08, 24 in two: 2.09); benchmarks/DIGITS.md.
+    # filters (208 k weights against real_nvp's 232 k). Chosen on the 144 validation images (bits/dim):
+    # no per-pixel standardisation (1.99 against 2.04 with it; it breaks the images' translation
+    # structure), no normalization between couplings (batch 2.05, act 2.01, none 1.99; standardised
+    # 2.06, 2.06, 2.04), rate 1e-3 (2e-3: 2.07), 32 filters in one block (36: 2.08, 24 in two: 2.09,
+    # standardised). The test figures: benchmarks/DIGITS.md.
     "digits": {
         "flow": "real_nvp", "flow_options": {**_REAL_NVP["flow_options"], "permutation": "random"},
         "integer_levels": 17, "logit_alpha": 0.05, "clipnorm": 1.0, "epochs": 100, "batch_size": 128,

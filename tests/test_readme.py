@@ -57,3 +57,17 @@ def test_readme_quotes_the_quality_table_of_quality_md():
     assert len(rows) >= 3, f"QUALITY.md has no per-seed table: {rows}"  # header and two seeds at least
     missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
     assert not missing, f"README.md's Quality section does not quote these lines of QUALITY.md: {missing}"
+
+
+DIGITS = README.parent / "benchmarks" / "DIGITS.md"
+
+
+def test_readme_quotes_the_digits_table_of_digits_md():
+    # Likewise for benchmarks/digits_quality.py: the image section's table and verdict are its last run's.
+    quoted = _section(README.read_text(), "Images: Real NVP's multi-scale architecture")
+    digits = DIGITS.read_text()
+    rows = [line for line in digits.splitlines() if line.startswith("| ")]
+    verdict = next((line for line in digits.splitlines() if line.startswith("Image model ")), None)
+    assert verdict and len(rows) >= 6, "DIGITS.md lacks its table (header and five models) or its verdict"
+    missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
+    assert not missing, f"README.md's image section does not quote these lines of DIGITS.md: {missing}"

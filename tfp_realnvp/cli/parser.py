@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  run.json        the command that repeats the run, versions and data rows\n"
             "  metrics.json    final NLL (and bits/dim);  history.json  per-epoch losses\n"
             "  density.png     2-D data: the learned density with the data over it\n"
-            "  samples.png     samples beside data (digits: sampled images beside real ones)\n"
+            "  samples.png     samples beside data (digits: real ones beside samples at T = 1, 0.7)\n"
             "  loss.png        training and validation curves",
             "then export the model as a new SavedModel version under --export-dir.",
             "Options left out come from --config, else from the dataset's recipe ('file' for csv:/npy: "

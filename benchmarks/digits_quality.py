@@ -154,7 +154,8 @@ def glow_row(config: TrainingConfig, train: np.ndarray, x_test: np.ndarray, step
 
     def dequantize(x):
         noisy = x + tf.random.uniform(tf.shape(x))
-        return tf.minimum(noisy, (x + 1.0) * (1.0 - np.finfo(np.float32).eps))  # as FlowModel does
+        # Below the next level, as FlowModel's cap (tf.math.nextafter(x + 1, x)) keeps it, to an ulp.
+        return tf.minimum(noisy, (x + 1.0) * (1.0 - np.finfo(np.float32).eps))
 
     rng = np.random.default_rng(seed)
     dist.log_prob(dequantize(x_fit[rng.permutation(n_fit)[: config.batch_size]]))  # ActNorm's data-dependent init

@@ -112,6 +112,23 @@ def test_pinwheel_has_five_symmetric_arms():
     assert np.abs(histogram(x) - histogram(rotated)).max() < 0.01  # rotating by 72 degrees keeps the density
 
 
+def test_datasets_of_classes_carry_their_labels():
+    from sklearn.datasets import load_digits, make_moons
+
+    moons = load_dataset("two_moons", num_train=300, num_test=100, seed=2)
+    x, y = make_moons(300, noise=0.05, random_state=2)
+    np.testing.assert_array_equal(moons.train_labels, y)
+    assert moons.num_classes == 2 and moons.test_labels.shape == (100,)
+    digits = load_dataset("digits")
+    images, labels = load_digits(return_X_y=True)
+    # Each image keeps its own digit through the seeded split.
+    for row, label in zip(digits.test[:20], digits.test_labels[:20]):
+        matches = np.flatnonzero((images == row).all(axis=1))
+        assert label in labels[matches]
+    assert digits.num_classes == 10 and len(digits.train_labels) == len(digits.train)
+    assert load_dataset("checkerboard", num_train=10, num_test=10).train_labels is None
+
+
 def test_digits_shapes_levels_and_split():
     data = load_dataset("digits")
     assert data.train.shape == (1437, 64) and data.test.shape == (360, 64)  # test: ceil(1797 * 0.2)

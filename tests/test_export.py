@@ -521,8 +521,14 @@ def _serving_section() -> str:
     return section.split("\n## ", 1)[0]
 
 
-def _readme_json_blocks() -> list[dict]:
-    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", _serving_section(), re.S)]
+CONDITIONAL_SUBSECTION = "### A conditional model"
+
+
+def _readme_json_blocks(conditional: bool = False) -> list[dict]:
+    section = _serving_section()
+    assert CONDITIONAL_SUBSECTION in section, f"the serving section has no {CONDITIONAL_SUBSECTION!r}"
+    plain, given = section.split(CONDITIONAL_SUBSECTION, 1)
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", given if conditional else plain, re.S)]
 
 
 def _shape(value) -> tuple[int, ...]:
@@ -585,8 +591,8 @@ def _check_response(body: dict, request: dict, outputs: dict[str, np.ndarray]) -
             assert all(_shape(documented[k]) == v.shape for k, v in outputs.items())
 
 
-def test_readme_requests_fit_the_signatures_and_run(loader, export_dir):
-    blocks = _readme_json_blocks()
+def _run_readme_requests(blocks: list[dict], export_dir: pathlib.Path) -> dict[str, set[str]]:
+    """Runs each documented request through the C++ loader and checks the response after it."""
     specs = serving_check.signature_specs(export_dir)
     documented = {"instances": set(), "inputs": set()}
     request = outputs = None
@@ -608,8 +614,20 @@ def test_readme_requests_fit_the_signatures_and_run(loader, export_dir):
         outputs = runs[run_key]
         documented["instances" if "instances" in body else "inputs"].add(key)
         request = body
+    return documented
+
+
+def test_readme_requests_fit_the_signatures_and_run(loader, export_dir):
+    documented = _run_readme_requests(_readme_json_blocks(), export_dir)
     assert documented["inputs"] == set(SIGNATURE_KEYS)
     assert documented["instances"] == set(SIGNATURE_KEYS) - {"sample"}
+
+
+def test_readme_conditional_requests_fit_the_signatures_and_run(loader, tmp_path):
+    model = _randomize(FlowModel(EVENT_SIZE, num_couplings=2, hidden_units=(8,), context_size=2, standardize=False),
+                       seed=5)
+    documented = _run_readme_requests(_readme_json_blocks(conditional=True), export_saved_model(model, tmp_path))
+    assert documented == {"instances": {"serving_default"}, "inputs": {"serving_default", "sample"}}
 
 
 def test_readme_states_nan_behaviour():

@@ -71,3 +71,17 @@ def test_readme_quotes_the_digits_table_of_digits_md():
     assert verdict and len(rows) >= 6, "DIGITS.md lacks its table (header and five models) or its verdict"
     missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
     assert not missing, f"README.md's image section does not quote these lines of DIGITS.md: {missing}"
+
+
+CONDITIONAL = README.parent / "benchmarks" / "CONDITIONAL.md"
+
+
+def test_readme_quotes_the_table_of_conditional_md():
+    # benchmarks/conditional.py's last run: the README's rows must be its rows.
+    quoted = _section(README.read_text(), "Conditional densities")
+    rows = [line for line in CONDITIONAL.read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) >= 3, f"CONDITIONAL.md has no table: {rows}"  # header and the two datasets
+    missing = [line for line in rows if line not in quoted.splitlines()]
+    assert not missing, f"README.md's Conditional densities section does not quote these lines: {missing}"
+    for figure in ("conditional_two_moons.png", "conditional_digits.png"):
+        assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure

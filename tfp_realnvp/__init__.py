@@ -24,8 +24,10 @@ _EXPORTS: dict[str, str] = {
     "ActNorm": "tfp_realnvp.bijectors.act_norm",
     "AffineCoupling": "tfp_realnvp.bijectors.affine_coupling",
     "BatchNormalization": "tfp_realnvp.bijectors.batch_normalization",
+    "ConfigError": "tfp_realnvp.training",
     "FactorOut": "tfp_realnvp.bijectors.factor_out",
     "FlowModel": "tfp_realnvp.model",
+    "HoldsConditionKeys": "tfp_realnvp.routing",
     "HoldsKerasLayers": "tfp_realnvp.tracking",
     "LOG_SCALE_BOUNDS": "tfp_realnvp.choices",
     "MLPConditioner": "tfp_realnvp.conditioners.mlp",
@@ -36,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Squeeze": "tfp_realnvp.bijectors.squeeze",
     "TanhLogScale": "tfp_realnvp.bounds",
     "TrainingConfig": "tfp_realnvp.training",
+    "TrainingResult": "tfp_realnvp.training",
     "channel_mask": "tfp_realnvp.masks",
     "checkerboard_mask": "tfp_realnvp.masks",
     "coupling_layers": "tfp_realnvp.flows.real_nvp",
@@ -47,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "real_nvp_multiscale": "tfp_realnvp.flows.multiscale",
     "register_flow": "tfp_realnvp.flows.registry",
     "registered_flows": "tfp_realnvp.flows.registry",
+    "route": "tfp_realnvp.routing",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -112,6 +112,11 @@ class Dataset:
             None.
         num_train: Number of training rows; filled from `train` when not given, None if unknown.
         num_test: Number of test rows; filled from `test` when not given, None if unknown.
+        train_labels: For datasets made of classes (two_moons: which moon, 0 or 1; digits: the digit),
+            the integer class of each training row; None otherwise.
+        test_labels: Likewise for the test rows.
+        num_classes: The number of classes when there are labels, else None.
+        columns: A CSV file's column names, from its header; None without one.
     """
 
     name: str
@@ -124,6 +129,10 @@ class Dataset:
     test_stream: Callable[[], tf.data.Dataset] | None = None
     num_train: int | None = None
     num_test: int | None = None
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    num_classes: int | None = None
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.num_train is None and self.train is not None:
@@ -389,12 +398,13 @@ def _two_moons(num_train: int | None, num_test: int | None, seed: int, dtype: np
 
     n_train = num_train or _DEFAULT_NUM_TRAIN
     n_test = num_test or _DEFAULT_NUM_TEST
-    train = make_moons(n_samples=n_train, noise=0.05, random_state=seed)[0].astype(dtype)
-    test = make_moons(n_samples=n_test, noise=0.05, random_state=seed + 1)[0].astype(dtype)
+    train, train_labels = make_moons(n_samples=n_train, noise=0.05, random_state=seed)
+    test, test_labels = make_moons(n_samples=n_test, noise=0.05, random_state=seed + 1)
     return Dataset(
-        name="two_moons", train=train, test=test, event_size=2, integer_levels=None,
+        name="two_moons", train=train.astype(dtype), test=test.astype(dtype), event_size=2, integer_levels=None,
         description=(f"sklearn make_moons(noise=0.05): {n_train} train rows (random_state={seed}), "
                      f"{n_test} test rows (random_state={seed + 1})"),
+        train_labels=train_labels.astype(np.int64), test_labels=test_labels.astype(np.int64), num_classes=2,
     )
 
 
@@ -453,14 +463,19 @@ def _digits(num_train: int | None, num_test: int | None, seed: int, dtype: np.dt
             test_fraction: float) -> Dataset:
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
 
-    rows = load_digits().data.astype(dtype)
-    train, test = _seeded_split(rows, "digits", seed, test_fraction)
+    digits = load_digits()
+    rows = digits.data.astype(dtype)
+    # The digit as a last column, split with its image, then taken off again.
+    train, test = _seeded_split(np.concatenate([rows, digits.target[:, None].astype(dtype)], axis=1), "digits",
+                                seed, test_fraction)
     train, test = _take(train, num_train, "num_train", "training", "digits"), \
         _take(test, num_test, "num_test", "test", "digits")
     return Dataset(
-        name="digits", train=train, test=test, event_size=rows.shape[1], integer_levels=_DIGITS_LEVELS,
+        name="digits", train=train[:, :-1], test=test[:, :-1], event_size=rows.shape[1],
+        integer_levels=_DIGITS_LEVELS,
         description=(f"sklearn load_digits: 8x8 images, 64 pixels with integer values 0..16; seeded split "
                      f"(seed {seed}, test_fraction {test_fraction}): {len(train)} train, {len(test)} test rows"),
+        train_labels=train[:, -1].astype(np.int64), test_labels=test[:, -1].astype(np.int64), num_classes=10,
     )
 
 
@@ -528,18 +543,19 @@ class _FileOptions:
 
 
 def _file_dataset(options: _FileOptions, train: np.ndarray, test: np.ndarray, event_size: int,
-                  what: str) -> Dataset:
+                  what: str, columns: tuple[str, ...] | None = None) -> Dataset:
     train = _take(train, options.num_train, "num_train", "training", options.path)
     test = _take(test, options.num_test, "num_test", "test", options.path)
     return Dataset(
         name=options.spec, train=train, test=test, event_size=event_size, integer_levels=None,
         description=(f"{what}; seeded split (seed {options.seed}, test_fraction {options.test_fraction}): "
                      f"{len(train)} train, {len(test)} test rows"),
+        columns=columns,
     )
 
 
 def _streamed_dataset(options: _FileOptions, make_rows: Callable[[bool], tf.data.Dataset], num_rows: int,
-                      event_size: int, what: str) -> Dataset:
+                      event_size: int, what: str, columns: tuple[str, ...] | None = None) -> Dataset:
     total_test = _num_test_rows(num_rows, options.path, options.test_fraction)
     n_train = _stream_count(num_rows - total_test, options.num_train, "num_train", "training", options.path)
     n_test = _stream_count(total_test, options.num_test, "num_test", "test", options.path)
@@ -554,7 +570,7 @@ def _streamed_dataset(options: _FileOptions, make_rows: Callable[[bool], tf.data
         name=options.spec, train=None, test=None, event_size=event_size, integer_levels=None,
         description=(f"{what}; streamed from disk, split by row index (test_fraction "
                      f"{options.test_fraction}): {n_train} train, {n_test} test rows"),
-        stream=stream, test_stream=test_stream, num_train=n_train, num_test=n_test,
+        stream=stream, test_stream=test_stream, num_train=n_train, num_test=n_test, columns=columns,
     )
 
 
@@ -625,6 +641,7 @@ def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> 
             f"{num_columns} values; expected one name per column"
         )
     what = f"CSV file {path}: {num_columns} columns" + (f", header row {header_line}" if header else "")
+    columns = tuple(first_cells) if header else None
     parse = dict(full_path=options.full_path, path=path, header_line=header_line, num_columns=num_columns,
                  dtype=options.dtype)
 
@@ -640,7 +657,7 @@ def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> 
 
             return _csv_batches(**parse).map(select).unbatch()
 
-        return _streamed_dataset(options, make_rows, num_rows, num_columns, what)
+        return _streamed_dataset(options, make_rows, num_rows, num_columns, what, columns)
 
     rows = _read_csv_fast(options.full_path, header_line, num_columns, options.dtype)
     if rows is None:  # a problem, or a file np.loadtxt reads differently: the tf.data parser decides
@@ -651,7 +668,7 @@ def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> 
             chunks.append(values)
         rows = np.concatenate(chunks) if chunks else np.zeros((0, num_columns), options.dtype)
     train, test = _seeded_split(rows, path, options.seed, options.test_fraction)
-    return _file_dataset(options, train, test, num_columns, what)
+    return _file_dataset(options, train, test, num_columns, what, columns)
 
 
 def _read_csv_fast(full_path: str, header_line: int | None, num_columns: int,

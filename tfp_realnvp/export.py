@@ -17,7 +17,9 @@ inverse:                    x [n, *E]                 -> z [n, *E] = f(x),
                                                          log_det_jacobian [n] = log|det df/dx|
 ```
 
-so that `log_prob = log p_base(z) + log_det_jacobian`. Clients send raw data: the
+so that `log_prob = log p_base(z) + log_det_jacobian`. A conditional model (`context_size` C)
+adds `context [n, C]` to every signature's inputs (`sample`: `[num_samples, C]`); a context of
+one row is shared by the whole batch, any other row count that is not the batch's is an error. Clients send raw data: the
 preprocessing is inside the graph, exactly as `FlowModel.log_prob` includes it. Every
 `[n, *E]` input is checked at run time (`EnsureShape`), so a batch of the wrong event shape
 fails instead of broadcasting. Float inputs and outputs have the model's `flow_dtype`; `num_samples`
@@ -54,9 +56,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfp_realnvp import __version__
 from tfp_realnvp.files import publish_version
 from tfp_realnvp.model import FlowModel
-from tfp_realnvp.routing import route
 
 __all__ = [
     "CONFIG_ASSET",
@@ -101,11 +103,27 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
         # broadcast against [D] statistics); EnsureShape is, with a message naming both shapes.
         return tf.ensure_shape(tensor, [None, *event_shape] if shape is None else shape)
 
-    def log_prob(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"log_prob": model.log_prob(checked(x))}
+    size = model.context_size
 
-    def sample(
-        num_samples: tf.Tensor, seed: tf.Tensor, temperature: tf.Tensor
+    def context_for(context: tf.Tensor | None, rows: tf.Tensor, what: str) -> tf.Tensor | None:
+        # A server feeds any shape: the width by EnsureShape, the rows by an assertion that names both.
+        if context is None:
+            return None
+        context = tf.ensure_shape(context, [None, size])
+        count = tf.shape(context)[0]
+        check = tf.debugging.Assert(
+            tf.logical_or(tf.equal(count, 1), tf.equal(count, rows)),
+            ["context has", count, f"rows but {what} is", rows, "; expected as many rows, or 1 row to share"],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(context)
+
+    def log_prob_of(x: tf.Tensor, context: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        x = checked(x)
+        return {"log_prob": model.log_prob(x, context=context_for(context, tf.shape(x)[0], "the batch"))}
+
+    def sample_of(
+        num_samples: tf.Tensor, seed: tf.Tensor, temperature: tf.Tensor, context: tf.Tensor | None = None
     ) -> dict[str, tf.Tensor]:
         # Scalars: a row-format request would send each as a batch of shape [1].
         num_samples, seed, temperature = (checked(t, []) for t in (num_samples, seed, temperature))
@@ -115,18 +133,21 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
         # Without the dependency the sampler may run first and fail with its own message.
         with tf.control_dependencies([check]):
             num_samples = tf.identity(num_samples)
-        return {"samples": model.sample(num_samples, seed=seed, temperature=temperature)}
+        context = context_for(context, num_samples, "num_samples")
+        return {"samples": model.sample(num_samples, seed=seed, temperature=temperature, context=context)}
 
-    inference = route(bijector, training=False)  # e.g. batch normalization's running statistics
+    def forward_of(z: tf.Tensor, context: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        z = checked(z)
+        rows = tf.shape(z)[0]
+        return {"x": bijector.forward(z, **model.bijector_kwargs(rows, context=context_for(context, rows, "the batch")))}
 
-    def forward(z: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"x": bijector.forward(checked(z), **inference)}
-
-    def inverse(x: tf.Tensor) -> dict[str, tf.Tensor]:
+    def inverse_of(x: tf.Tensor, context: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         x = checked(x)
+        rows = tf.shape(x)[0]
+        kwargs = model.bijector_kwargs(rows, context=context_for(context, rows, "the batch"))
         return {
-            "z": bijector.inverse(x, **inference),
-            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape), **inference),
+            "z": bijector.inverse(x, **kwargs),
+            "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape), **kwargs),
         }
 
     sample_specs = [
@@ -134,20 +155,21 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
         tf.TensorSpec([], tf.int64, name="seed"),
         tf.TensorSpec([], dtype, name="temperature"),
     ]
+    # A conditional model: every signature takes the context [n, C] beside its other inputs
+    # (an unconditional one leaves the functions' `context=None` default).
+    context = [tf.TensorSpec([None, size], dtype, name="context")] if size else []
     return {
-        "serving_default": (log_prob, [batch("x")]),
-        "log_prob": (log_prob, [batch("x")]),
-        "sample": (sample, sample_specs),
-        "forward": (forward, [batch("z")]),
-        "inverse": (inverse, [batch("x")]),
+        "serving_default": (log_prob_of, [batch("x"), *context]),
+        "log_prob": (log_prob_of, [batch("x"), *context]),
+        "sample": (sample_of, [*sample_specs, *context]),
+        "forward": (forward_of, [batch("z"), *context]),
+        "inverse": (inverse_of, [batch("x"), *context]),
     }
 
 
 def _flow_config(model: FlowModel) -> dict[str, Any]:
-    import tfp_realnvp  # at call time: tfp_realnvp/__init__ imports this module
-
     return {
-        "tfp_realnvp_version": tfp_realnvp.__version__,
+        "tfp_realnvp_version": __version__,
         "config": model.get_config(),
         "signatures": list(SIGNATURE_KEYS),
     }
@@ -157,8 +179,13 @@ def _write_saved_model(model: FlowModel, path: pathlib.Path) -> None:
     """Writes the SavedModel (signatures and `assets.extra/flow_config.json`) into `path`."""
     archive = keras.export.ExportArchive()
     archive.track(model)  # the variables then live in the SavedModel the C++ loader restores
+    added: dict[int, Any] = {}  # serving_default is log_prob: traced once, saved under both keys
     for key, (function, input_signature) in _signature_functions(model).items():
-        archive.add_endpoint(name=key, fn=function, input_signature=input_signature)
+        if id(function) in added:
+            archive.add_endpoint(name=key, fn=added[id(function)])
+            continue
+        added[id(function)] = archive.add_endpoint(name=key, fn=function, input_signature=input_signature)
+        added[id(function)].get_concrete_function()
     archive.write_out(str(path), verbose=False)
     config_path = path / CONFIG_ASSET
     config_path.parent.mkdir(exist_ok=True)
@@ -183,6 +210,9 @@ def export_saved_model(
     forward:                    z [n, *E]                    -> x [n, *E]
     inverse:                    x [n, *E]                    -> z [n, *E], log_det_jacobian [n]
     ```
+
+    A conditional model's signatures take `context` too: `[n, C]` (or `[1, C]`, shared), and for
+    `sample` `[num_samples, C]`.
 
     `log_prob` equals `model.log_prob(x)` (preprocessing included); a row with a NaN gives a NaN
     `log_prob` and leaves the other rows alone. `sample` equals

@@ -1,4 +1,16 @@
-"""FlowModel: a flow density as a Keras 3 model, trained with `model.fit`."""
+"""FlowModel: a flow density as a Keras 3 model, trained with `model.fit`.
+
+With `g` the flow's bijector (base to data, TFP's generative direction, preprocessing
+included), `p_z` its base distribution and `f = g^{-1}`:
+
+```none
+log p(x) = log p_z(f(x)) + log|det df/dx|          (log_prob, call; the loss is its negative mean)
+x = g(T * z),  z ~ p_z                             (sample, at temperature T)
+```
+
+A conditional model evaluates both at a context `c`: `f(x; c)`, `g(z; c)`, every coupling's
+conditioner seeing `c`.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +26,9 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
+from tfp_realnvp.compiled import Bucketed
 from tfp_realnvp.flows.registry import flow_builder
-from tfp_realnvp.routing import route
+from tfp_realnvp.routing import condition_keys, route
 from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
 
 __all__ = [
@@ -53,6 +66,45 @@ def _stateless_seed(seed: int | Sequence[int] | tf.Tensor) -> tf.Tensor:
         seed = tf.cast(seed, tf.int64)
         seed = tf.stack([tf.bitwise.bitwise_and(seed, 2**31 - 1), tf.bitwise.right_shift(seed, 31)])
     return tf.cast(seed, tf.int32)
+
+
+def _split_inputs(inputs: Any) -> tuple[Any, Any]:
+    """`(x, context)` of a model input: an array or tensor `x`, or a dict `{"x": x, "context": c}`."""
+    if isinstance(inputs, dict):
+        unknown = sorted(set(inputs) - {"x", "context"})
+        if unknown or "x" not in inputs:
+            raise ValueError(f"a conditional model's inputs are {{'x': ..., 'context': ...}}; got keys {sorted(inputs)}")
+        return inputs["x"], inputs.get("context")
+    return inputs, None
+
+
+class _Compiled:
+    """A model's eager `log_prob` and sampling flow, compiled with XLA per shape class."""
+
+    def __init__(self, model: FlowModel) -> None:
+        distribution = model.distribution
+
+        # The context comes checked and broadcast to the batch (FlowModel._check_context).
+        def log_prob(x: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.log_prob(x, bijector_kwargs=route(distribution.bijector, training=False,
+                                                                  context=context))
+
+        def forward(z: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.bijector.forward(z, **route(distribution.bijector, training=False, context=context))
+
+        self.log_prob = Bucketed(log_prob)
+        self.forward = Bucketed(forward)
+
+
+def _batched(x: tf.Tensor, event_shape: tuple[int, ...]) -> bool:
+    """Whether `x` is an eager, non-empty batch `[n, *event_shape]`, which the compiled calls take."""
+    return (tf.executing_eagerly() and not isinstance(x, tf.Variable) and x.shape.rank == len(event_shape) + 1
+            and bool(x.shape[0]))
+
+
+def _batch_size(x: tf.Tensor) -> int | tf.Tensor:
+    """The size of `x`'s first axis: an int when static, else a scalar tensor."""
+    return x.shape[0] if x.shape.rank and x.shape[0] is not None else tf.shape(x)[0]
 
 
 def _progress(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +175,10 @@ class FlowModel(keras.Model):
       logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1]`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      context_size: For a conditional density `p(x | context)`: the number of context
+        features per example, passed to the builder as `context_size` (its bijectors must take
+        a `context` keyword; `real_nvp`'s do). Then `fit({"x": x, "context": c})`,
+        `log_prob(x, context=c)` and `sample(n, context=c)`. Defaults to 0 (unconditional).
       name: The model's name. Defaults to `None` (Keras's).
       trainable: Passed to `keras.Model`. Defaults to `True`.
       dtype: Passed to `keras.Model`. Defaults to `None`.
@@ -160,6 +216,7 @@ class FlowModel(keras.Model):
         integer_levels: int | None = None,
         logit_alpha: float | None = None,
         flow_dtype: str = "float32",
+        context_size: int = 0,
         name: str | None = None,
         trainable: bool = True,
         dtype: Any = None,
@@ -170,9 +227,13 @@ class FlowModel(keras.Model):
         shape = _event_shape(event_size, event_shape)
         if flow_dtype not in ("float32", "float64"):
             raise ValueError(f"flow_dtype must be 'float32' or 'float64'; got {flow_dtype!r}")
+        if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
+            raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
+        context_size = int(context_size)
         builder = flow_builder(flow)
         options = _json_options(flow, builder.resolve(shape, int(seed), flow_options))
-        built = builder.build(shape, seed=int(seed), dtype=flow_dtype, **options)
+        context_option = {"context_size": context_size} if context_size else {}
+        built = builder.build(shape, seed=int(seed), dtype=flow_dtype, **context_option, **options)
         # TFP hands out a private subclass of TransformedDistribution's base, so test the shape of it.
         if not (isinstance(built, tfd.Distribution) and isinstance(getattr(built, "bijector", None), tfb.Bijector)
                 and isinstance(getattr(built, "distribution", None), tfd.Distribution)):
@@ -194,6 +255,7 @@ class FlowModel(keras.Model):
             integer_levels=None if integer_levels is None else int(integer_levels),
             logit_alpha=None if logit_alpha is None else float(logit_alpha),
             flow_dtype=flow_dtype,
+            context_size=context_size,
             **options,
         )
         self.preprocessing = Preprocessing(
@@ -209,9 +271,18 @@ class FlowModel(keras.Model):
             bijector=tfb.Chain([self.preprocessing.bijector(), built.bijector], name="flow"),
             name="flow_model",
         )
+        if context_size and "context" not in condition_keys(self._distribution):
+            raise ValueError(
+                f"flow {flow!r} takes no context: none of its bijectors lists 'context' in condition_keys "
+                f"(see tfp_realnvp.routing); expected a builder whose couplings are conditioned on context_size="
+                f"{context_size} features, as real_nvp's are"
+            )
+        self._compiled = None  # the pass below builds layers: plain eager calls
+        self._eager_xla = True  # compile(jit_compile=False) turns the compiled eager calls off too
         # Layers built at their first call (a conditioner given no input shape, a tanh bound
         # taking a plain callable's dtype) exist after one pass.
-        self._distribution.log_prob(tf.zeros((1, *shape), flow_dtype))
+        self.log_prob(tf.zeros((1, *shape), flow_dtype),
+                      context=tf.zeros((1, context_size), flow_dtype) if context_size else None)
         # A keras.Model cannot see layers held inside TFP bijectors: list them here so
         # trainable_variables, fit, save and load all reach every weight of the flow.
         untracked = untracked_layers(self._distribution)
@@ -230,6 +301,7 @@ class FlowModel(keras.Model):
                 "lists in keras_layers (see tfp_realnvp.tracking)"
             )
         self._noise = keras.random.SeedGenerator(seed, name="dequantization_noise")
+        self._compiled = _Compiled(self)
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bits_tracker = keras.metrics.Mean(name="bits_per_dim") if integer_levels else None
         self.built = True
@@ -260,12 +332,58 @@ class FlowModel(keras.Model):
     def flow_dtype(self) -> tf.DType:
         return tf.as_dtype(self._flow_config["flow_dtype"])
 
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.log_prob(x, training=bool(training))
+    @property
+    def context_size(self) -> int:
+        """The number of context features of a conditional model; 0 for an unconditional one."""
+        return self._flow_config["context_size"]
 
-    def _bijector_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        """Keyword arguments for the flow's bijector that reach every part taking them (`routing`)."""
-        return route(self._distribution.bijector, **kwargs)
+    def call(self, inputs: tf.Tensor | dict[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """`log p(x)`, or `log p(x | context)` for inputs `{"x": x, "context": c}`."""
+        x, context = _split_inputs(inputs)
+        return self.log_prob(x, context=context, training=bool(training))
+
+    def _compiles(self) -> bool:
+        """Whether eager calls run compiled: not under `compile(jit_compile=False)` or
+        `run_eagerly=True`, nor with several replicas (XLA cannot reach their variables)."""
+        return (self._compiled is not None and self._eager_xla and not getattr(self, "run_eagerly", False)
+                and _num_replicas() == 1)
+
+    def _check_context(self, context: Any, batch_size: Any) -> tf.Tensor | None:
+        """The context as `[batch_size, context_size]` (one row shared by all), or None.
+
+        Raises:
+          ValueError: If a conditional model gets no context, an unconditional one gets one, or the
+            context's width or (when known) row count does not fit.
+        """
+        size = self.context_size
+        if not size:
+            if context is not None:
+                raise ValueError(f"this model takes no context (context_size=0); got a context of shape "
+                                 f"{tuple(np.shape(context))}")
+            return None
+        if context is None:
+            raise ValueError(f"this model is conditional (context_size={size}): pass context= of shape [n, {size}] "
+                             f"(in fit: {{'x': x, 'context': context}})")
+        context = tf.cast(context, self.flow_dtype)
+        if context.shape.rank != 2 or context.shape[-1] not in (None, size):
+            raise ValueError(f"context of shape {tuple(context.shape)} does not fit the model's context_size {size}; "
+                             f"expected [n, {size}]")
+        rows, batch = context.shape[0], tf.get_static_value(batch_size)
+        if rows is not None and batch is not None and rows not in (1, int(batch)):
+            raise ValueError(f"context has {rows} rows but the batch has {int(batch)}; expected {int(batch)} rows, or "
+                             "1 row to share")
+        return tf.broadcast_to(context, tf.stack([tf.cast(batch_size, tf.int32), size]))
+
+    def bijector_kwargs(
+        self, batch_size: int | tf.Tensor, *, context: Any = None, training: bool = False
+    ) -> dict[str, Any]:
+        """Keyword arguments for `distribution.bijector`'s methods that reach every part taking them.
+
+        The context is checked (see `log_prob`) and broadcast to `[batch_size, context_size]`;
+        `training` goes to the bijectors that take it. See `tfp_realnvp.routing`.
+        """
+        context = self._check_context(context, batch_size)
+        return route(self._distribution.bijector, training=training, context=context)
 
     def check_event_shape(self, x: tf.Tensor | np.ndarray) -> None:
         """Raises ValueError unless `x`'s trailing axes are the model's event shape."""
@@ -279,20 +397,40 @@ class FlowModel(keras.Model):
                 f"[batch..., {', '.join(map(str, self._event))}]"
             )
 
-    def log_prob(self, x: tf.Tensor | np.ndarray, *, training: bool = False) -> tf.Tensor:
-        """`log p(x)` per example, in nats, in the data's own units; `x` is `[..., *event_shape]`.
+    def log_prob(
+        self, x: tf.Tensor | np.ndarray, *, context: tf.Tensor | np.ndarray | None = None, training: bool = False
+    ) -> tf.Tensor:
+        """`log p(x)` (or `log p(x | context)`) per example, in nats, in the data's own units.
 
         Args:
-          x: Examples.
+          x: Examples `[..., *event_shape]`; for a conditional model `[n, *event_shape]`.
+          context: A conditional model's context, `[n, context_size]`, or `[1, context_size]`
+            for one shared by every example. Defaults to `None` (an unconditional model).
           training: Passed to the bijectors that take it (batch normalization: batch statistics
             and an update of the running ones when True). Defaults to `False`.
+
+        Raises:
+          ValueError: For examples of another event shape, or a context that does not fit (see
+            `context_size`).
         """
         x = tf.cast(x, self.flow_dtype)
         self.check_event_shape(x)
-        return self._distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training=training))
+        if self.context_size and x.shape.rank != len(self._event) + 1:
+            raise ValueError(f"a conditional model's examples are a batch [n, {', '.join(map(str, self._event))}] "
+                             f"beside a context [n, {self.context_size}]; got examples of shape {tuple(x.shape)}")
+        if self._compiles() and not training and _batched(x, self._event):
+            # Called eagerly, as users call it: one XLA program per shape class (compiled.py).
+            return self._compiled.log_prob(x, self._check_context(context, x.shape[0]))
+        kwargs = self.bijector_kwargs(_batch_size(x), context=context, training=training)
+        return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
     def sample(
-        self, num_samples: int | tf.Tensor, *, seed: int | Sequence[int] | tf.Tensor, temperature: float = 1.0
+        self,
+        num_samples: int | tf.Tensor,
+        *,
+        seed: int | Sequence[int] | tf.Tensor,
+        temperature: float = 1.0,
+        context: tf.Tensor | np.ndarray | None = None,
     ) -> tf.Tensor:
         """Draws `[num_samples, *event_shape]` samples; the same seed gives the same samples.
 
@@ -305,10 +443,15 @@ class FlowModel(keras.Model):
           seed: An int, or a stateless seed of shape `[2]`.
           temperature: Factor on the latent draw: for a standard normal base its standard
             deviation (values below 1 give more typical samples). Defaults to 1.
+          context: A conditional model's context: `[num_samples, context_size]`, one row per
+            sample, or `[1, context_size]` for all. Defaults to `None`.
         """
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
-        return self._distribution.bijector.forward(z, **self._bijector_kwargs(training=False))
+        if self._compiles() and isinstance(z, tf.Tensor) and _batched(z, self._event):
+            # The draw stays TensorFlow's own (XLA draws other numbers for a seed); the flow is compiled.
+            return self._compiled.forward(z, self._check_context(context, z.shape[0]))
+        return self._distribution.bijector.forward(z, **self.bijector_kwargs(num_samples, context=context))
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
@@ -323,17 +466,20 @@ class FlowModel(keras.Model):
         loss: Any = None,
         jit_compile: bool | str = "auto",
         steps_per_execution: int | None = None,
+        evaluation_jit_compile: bool = False,
         **kwargs: Any,
     ) -> None:
         """Configures training; the loss is always the mean negative log-likelihood.
 
         The defaults are the fastest measured (benchmarks/RESULTS.md): the training step
-        compiled with XLA, 16 steps per call.
+        compiled with XLA, 16 steps per call; `evaluate` (and the validation in `fit`) and
+        `predict` in TensorFlow's graph, without XLA.
 
         Args:
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
-          jit_compile: Whether to compile the training and evaluation steps with XLA.
+          jit_compile: Whether to compile the training and evaluation steps, and the eager
+            `log_prob`/`sample` calls, with XLA.
             `"auto"` (the default) means yes, also on CPU (where Keras's own `"auto"` means
             no), except under a distribution strategy with several replicas, where XLA is off
             (it cannot reach variables on other devices); `True` is also turned off there.
@@ -343,6 +489,11 @@ class FlowModel(keras.Model):
             Batch-level callback hooks (`on_train_batch_end`, the progress bar) run once per
             call; epoch-level ones (EarlyStopping, ModelCheckpoint, TensorBoard's default) are
             unaffected. Pass 1 for a hook after every batch.
+          evaluation_jit_compile: Whether `evaluate` and `predict` compile their step with XLA
+            too. XLA compiles a step anew for every batch shape (the last, partial batch of each
+            split is one), seconds each, while a forward pass over a validation split takes
+            milliseconds; so defaults to `False`. (The eager `log_prob`, which users call on
+            batches of any size, is compiled per power-of-two shape class: see `compiled`.)
           **kwargs: Passed to `keras.Model.compile` (`metrics`, `run_eagerly`, ...).
 
         Raises:
@@ -361,9 +512,32 @@ class FlowModel(keras.Model):
             jit_compile = False
         elif jit_compile == "auto":
             jit_compile = DEFAULT_JIT_COMPILE
+        self._eager_xla = bool(jit_compile)
+        self._evaluation_xla = bool(jit_compile) and bool(evaluation_jit_compile)
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
         )
+        # The optimizer's slots made now, not in the first training step: a tf.function that
+        # creates variables is traced twice (TF then retraces without creating them), which cost
+        # half the first step's seconds.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def make_test_function(self, force: bool = False) -> Any:
+        return self._with_evaluation_xla(super().make_test_function, force)
+
+    def make_predict_function(self, force: bool = False) -> Any:
+        return self._with_evaluation_xla(super().make_predict_function, force)
+
+    def _with_evaluation_xla(self, make: Any, force: bool) -> Any:
+        """`make(force)` with `jit_compile` as `compile(evaluation_jit_compile=...)` chose."""
+        training_xla = self.jit_compile
+        self.jit_compile = getattr(self, "_evaluation_xla", training_xla) and training_xla
+        try:
+            return make(force)
+        finally:
+            self.jit_compile = training_xla
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         # keras.Model skips this for models that override compile(); ours keeps the
@@ -385,7 +559,7 @@ class FlowModel(keras.Model):
             if isinstance(x, tf.data.Dataset):
                 self.adapt(x)
             else:
-                x_np = np.asarray(x)
+                x_np = np.asarray(_split_inputs(x)[0])
                 split = kwargs.get("validation_split") or 0.0
                 self.adapt(x_np[: int(len(x_np) * (1.0 - split))] if split else x_np)
         return super().fit(x, *args, **_progress(kwargs))
@@ -398,14 +572,17 @@ class FlowModel(keras.Model):
         """`keras.Model.predict` (`log p(x)` per example), with `fit`'s progress bar."""
         return super().predict(x, *args, **_progress(kwargs))
 
-    def _dequantize(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.cast(x, self.flow_dtype)
+    def _dequantize(self, inputs: Any) -> Any:
+        if isinstance(inputs, dict):
+            return {**inputs, "x": self._dequantize(inputs["x"])}
+        x = tf.cast(inputs, self.flow_dtype)
         if self._flow_config["integer_levels"] is None:
             return x
-        noisy = x + keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
-        # In float32, 16 + u rounds to 17 for u > 1 - 2**-20 (about one draw in a million), and
-        # the top level's logit is then infinite: keep each value below its integer's next one.
-        return tf.minimum(noisy, (x + 1.0) * (1.0 - np.finfo(self.flow_dtype.as_numpy_dtype).eps))
+        noise = keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        # x + u with u in [0, 1) rounds up to x + 1 for u within half an ulp of 1 (16 + 0.99999994
+        # is 17.0 in float32): the top level would leave [0, levels), and its logit be infinite,
+        # once in about a million draws. The largest float below x + 1 is the cap.
+        return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
 
     def _step(self, step: Any, data: Any) -> dict[str, tf.Tensor]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

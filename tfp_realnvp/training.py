@@ -43,14 +43,22 @@ if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
 
 __all__ = [
+    "EVAL_BATCH",
     "RECIPES",
     "ConfigError",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
+    "evaluate",
+    "recipe_name",
+    "context_columns",
+    "context_size",
+    "examples",
     "fit_flow",
     "recipe_for",
+    "split_rows",
     "split_sizes",
+    "test_inputs",
 ]
 
 EVAL_BATCH = 4096  # rows per evaluation batch: the mean NLL does not depend on it
@@ -77,6 +85,11 @@ class TrainingConfig:
         Defaults to 512.
       event_shape: The shape each row takes in the flow, e.g. `[8, 8, 1]` for the 64 pixels
         of a digit. Defaults to `None`: rows are vectors.
+      context_columns: For a conditional density `p(x | context)` of a CSV or NPY file: the
+        columns that condition, by number counted from 1 or by header name; the other columns
+        are `x`. Defaults to `None`.
+      condition_on_label: For a conditional density of a dataset made of classes (two_moons:
+        which moon; digits: the digit): condition on the one-hot class. Defaults to `False`.
 
     The flow:
       flow: A registered flow (`tfp_realnvp.register_flow`). Defaults to `"real_nvp"`.
@@ -131,6 +144,8 @@ class TrainingConfig:
     header: bool | None = None
     stream_above_mb: float = 512.0
     event_shape: tuple[int, ...] | None = None
+    context_columns: tuple[int | str, ...] | None = None
+    condition_on_label: bool = False
     flow: str = "real_nvp"
     flow_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     standardize: bool = True
@@ -163,6 +178,16 @@ class TrainingConfig:
         for name in ("header", "jit_compile"):
             _check(getattr(self, name) in (None, True, False), name, "true, false or null", getattr(self, name))
         _check(isinstance(self.standardize, bool), "standardize", "true or false", self.standardize)
+        _check(isinstance(self.condition_on_label, bool), "condition_on_label", "true or false",
+               self.condition_on_label)
+        if self.context_columns is not None:
+            columns = self.context_columns
+            _check(isinstance(columns, (list, tuple)) and columns and all(
+                _is_int(c, 1) or (isinstance(c, str) and c) for c in columns), "context_columns",
+                "a list of column numbers counted from 1 or column names, or null", columns)
+            _check(len(set(columns)) == len(columns), "context_columns", "columns named once each", columns)
+            _check(not self.condition_on_label, "context_columns", "null when condition_on_label is true", columns)
+            object.__setattr__(self, "context_columns", tuple(columns))
         for name in ("stream_above_mb", "learning_rate"):
             _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number",
                    getattr(self, name))
@@ -216,8 +241,9 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every field, as JSON values (`from_dict` reads it back)."""
         values = dataclasses.asdict(self)
-        if values["event_shape"] is not None:
-            values["event_shape"] = list(values["event_shape"])
+        for name in ("event_shape", "context_columns"):
+            if values[name] is not None:
+                values[name] = list(values[name])
         return values
 
     @classmethod
@@ -370,7 +396,7 @@ class TrainingResult:
     @property
     def monitor(self) -> str:
         """The loss early stopping watched: `val_loss`, or `loss` without a validation split."""
-        return "val_loss" if self.config.validation_split else "loss"
+        return _monitor(self.config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +433,9 @@ def fit_flow(
     Returns:
       A `TrainingResult`.
 
+    Each restart first calls `keras.utils.set_random_seed` with its seed (Python's, numpy's and
+    TensorFlow's global generators: the shuffling order), as a Keras script would.
+
     Raises:
       ConfigError: If the flow cannot be built from the configuration, or the validation split
         leaves no training or no validation row.
@@ -424,6 +453,7 @@ def fit_flow(
                             header=config.header, stream_threshold_bytes=int(config.stream_above_mb * 2**20))
     if config.integer_levels is None and data.integer_levels is not None:
         config = config.replace(integer_levels=data.integer_levels)
+    context_size(config, data)  # a context the data cannot give fails here, before anything runs
     n, split = data.num_train, config.validation_split
     n_fit, n_val = split_sizes(n, split, streamed=data.streamed)
     if split and not 0 < n_fit < n:
@@ -446,16 +476,16 @@ def fit_flow(
             raise stream_error(error) from None
         except ValueError as error:
             raise DataError(f"training data of {data.name} do not fit the flow: {error}") from None
-        if not data.streamed:
+        if j == 0 and not data.streamed:  # the preprocessing's range does not depend on the seed
             try:
-                model.preprocessing.check(_shaped(data.test, model))
+                model.preprocessing.check(examples(config, data, "test")[0])
             except ValueError as error:
                 raise DataError(f"test data of {data.name} do not fit the flow: {error}") from None
         _compile(model, config, n_fit)
         fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
         if config.patience > 0:
             fit_callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss" if split else "loss", patience=config.patience, restore_best_weights=True))
+                monitor=_monitor(config), patience=config.patience, restore_best_weights=True))
         if verbose:
             fit_callbacks.append(CompileNotice())
         started = time.perf_counter()
@@ -464,30 +494,33 @@ def fit_flow(
             history = model.fit(rows, epochs=config.epochs, verbose=verbose, callbacks=[*fit_callbacks, *callbacks],
                                 **fit_kwargs)
             seconds += time.perf_counter() - started
-            train = _evaluate(model, inputs.train_eval, n_fit)
-            test = _evaluate(model, inputs.test, data.num_test) if config.restarts > 1 else None
+            train = evaluate(model, inputs.train_eval, n_fit)
+            test = evaluate(model, inputs.test, data.num_test)
         except stream_errors as error:
             raise stream_error(error) from None
-        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": None if test is None else test["nll"]})
-        if kept is None or train["nll"] < kept[2]["nll"]:
-            kept = (model, history, train)
-    model, history, train = kept
+        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"]})
+        # The lowest training NLL; a diverged (NaN) candidate never beats a finite one.
+        if kept is None or not math.isfinite(kept[2]["nll"]) or train["nll"] < kept[2]["nll"]:
+            kept = (model, history, train, test)
+    model, history, train, test = kept
     try:
         metrics = {"train": train}
         if inputs.validation is not None:
-            metrics["validation"] = _evaluate(model, inputs.validation, n_val)
-        metrics["test"] = _evaluate(model, inputs.test, data.num_test)
+            metrics["validation"] = evaluate(model, inputs.validation, n_val)
+        metrics["test"] = test
     except stream_errors as error:
         raise stream_error(error) from None
-    if config.restarts == 1:
-        candidates[0]["test_nll"] = metrics["test"]["nll"]
     losses = {k: [float(v) for v in values] for k, values in history.history.items()}
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
-        best_epoch=best_epoch(losses.get("val_loss" if split else "loss", [])), stopped_early=epochs_run < config.epochs,
+        best_epoch=best_epoch(losses.get(_monitor(config), [])), stopped_early=epochs_run < config.epochs,
         training_seconds=seconds, candidates=candidates,
     )
+
+
+def _monitor(config: TrainingConfig) -> str:
+    return "val_loss" if config.validation_split else "loss"
 
 
 def split_sizes(num_train: int, validation_split: float, *, streamed: bool) -> tuple[int, int]:
@@ -516,13 +549,111 @@ def _event_shape(config: TrainingConfig, data: Dataset) -> tuple[int, ...]:
     Raises:
       ConfigError: If `config.event_shape` does not hold one row's features.
     """
-    event_shape = config.event_shape or (data.event_size,)
-    if math.prod(event_shape) != data.event_size:
+    features = data.event_size - len(context_columns(config, data))
+    event_shape = config.event_shape or (features,)
+    if math.prod(event_shape) != features:
+        what = f"{features} feature(s) per row" + (" besides the context" if config.context_columns else "")
         raise ConfigError(
-            f"event_shape {list(event_shape)} holds {math.prod(event_shape)} entries but {data.name} has "
-            f"{data.event_size} feature(s) per row; expected a shape whose entries multiply to {data.event_size}"
+            f"event_shape {list(event_shape)} holds {math.prod(event_shape)} entries but {data.name} has {what}; "
+            f"expected a shape whose entries multiply to {features}"
         )
     return event_shape
+
+
+def context_columns(config: TrainingConfig, data: Dataset) -> list[int]:
+    """The 0-based indices of `config.context_columns` among `data`'s columns (empty without them).
+
+    Raises:
+      ConfigError: For a column number out of range, a name not in the header, or no column left
+        for `x`.
+    """
+    if not config.context_columns:
+        return []
+    indices = []
+    for column in config.context_columns:
+        if isinstance(column, str):
+            if not data.columns or column not in data.columns:
+                known = f"its columns are {', '.join(data.columns)}" if data.columns else "it has no header"
+                raise ConfigError(f"context column {column!r} is not a column of {data.name}: {known}")
+            indices.append(data.columns.index(column))
+        else:
+            if column > data.event_size:
+                raise ConfigError(f"context column {column} is out of range: {data.name} has {data.event_size} "
+                                  "column(s), counted from 1")
+            indices.append(column - 1)
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"context_columns {list(config.context_columns)} name a column twice")
+    if len(indices) >= data.event_size:
+        raise ConfigError(f"context_columns take all {data.event_size} columns of {data.name}; expected some left "
+                          "for the density's x")
+    return sorted(indices)
+
+
+def context_size(config: TrainingConfig, data: Dataset) -> int:
+    """The number of context features: the context columns, or the classes; 0 for an unconditional run.
+
+    Raises:
+      ConfigError: For `condition_on_label` on data without class labels, or bad context columns.
+    """
+    if config.condition_on_label:
+        if data.num_classes is None:
+            raise ConfigError(f"condition_on_label needs a dataset of classes (two_moons, digits); {data.name} has no "
+                              "class labels (for a file, give the columns that condition as context_columns)")
+        return data.num_classes
+    return len(context_columns(config, data))
+
+
+def examples(
+    config: TrainingConfig, data: Dataset, split: str, *, limit: int | None = None
+) -> tuple[Any, Any]:
+    """The examples of an in-memory split as the flow takes them: `(x, context)`.
+
+    `x` is `[n, *event_shape]`; `context` is `[n, context_size]`, or None for an unconditional
+    run. `split` is `"train"` or `"test"`; `limit` keeps the first rows.
+    """
+    rows = data.train if split == "train" else data.test
+    labels = data.train_labels if split == "train" else data.test_labels
+    if limit is not None:
+        rows, labels = rows[:limit], None if labels is None else labels[:limit]
+    return split_rows(config, data, rows, labels)
+
+
+def split_rows(config: TrainingConfig, data: Dataset, rows: Any, labels: Any = None) -> tuple[Any, Any]:
+    """Rows `[n, features]` of `data` as the flow takes them: `(x [n, *event_shape], context or None)`.
+
+    The context is the rows' context columns, or the one-hot of `labels` with `condition_on_label`.
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    shape = _event_shape(config, data)
+    columns = context_columns(config, data)
+    if columns:
+        keep = [i for i in range(data.event_size) if i not in columns]
+        return rows[:, keep].reshape((len(rows), *shape)), rows[:, columns]
+    context = None
+    if config.condition_on_label:
+        if labels is None:
+            raise ConfigError(f"condition_on_label needs the class labels of {data.name}'s rows")
+        context = np.eye(data.num_classes, dtype=rows.dtype)[labels]
+    return rows.reshape((len(rows), *shape)), context
+
+
+def test_inputs(config: TrainingConfig, data: Dataset) -> Any:
+    """The test split as `model.evaluate` takes it: arrays (a dict with a context), or batches when streamed."""
+    if not data.streamed:
+        return _inputs(*examples(config, data, "test"))
+    return _stream_batches(config, data, data.test_stream, data.num_test, EVAL_BATCH, shuffle=False)
+
+
+def _inputs(x: Any, context: Any) -> Any:
+    """What `fit` and `evaluate` take: `x`, or `{"x": x, "context": context}` for a conditional run."""
+    return x if context is None else {"x": x, "context": context}
+
+
+def _slice(inputs: Any, start: int | None, stop: int | None) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v[start:stop] for k, v in inputs.items()}
+    return inputs[start:stop]
 
 
 def _build_model(config: TrainingConfig, data: Dataset, seed: int) -> FlowModel:
@@ -531,16 +662,12 @@ def _build_model(config: TrainingConfig, data: Dataset, seed: int) -> FlowModel:
     try:
         return FlowModel(
             event_shape=_event_shape(config, data), flow=config.flow, seed=seed, standardize=config.standardize,
+            context_size=context_size(config, data),
             integer_levels=config.integer_levels, logit_alpha=config.logit_alpha, flow_dtype=config.flow_dtype,
             **config.flow_options,
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"cannot build the flow: {error}") from None
-
-
-def _shaped(rows: Any, model: FlowModel) -> Any:
-    """In-memory rows `[n, features]` reshaped to `[n, *event_shape]` (a no-op for vector models)."""
-    return rows.reshape((len(rows), *model.event_shape))
 
 
 def _compile(model: FlowModel, config: TrainingConfig, n_fit: int) -> None:
@@ -569,22 +696,62 @@ def _jittered(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, 
 
     rows, kwargs = inputs.fit, dict(inputs.fit_kwargs)
     if not isinstance(rows, tf.data.Dataset):
-        rows = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=seed).batch(config.batch_size)
+        count = len(rows["x"] if isinstance(rows, dict) else rows)
+        rows = tf.data.Dataset.from_tensor_slices(rows).shuffle(count, seed=seed).batch(config.batch_size)
         kwargs.pop("batch_size", None)
         kwargs["shuffle"] = False  # shuffled by the pipeline
     jitter = config.jitter
-    return rows.map(lambda batch: batch + tf.cast(jitter, batch.dtype) * tf.random.normal(
-        tf.shape(batch), dtype=batch.dtype)), kwargs
+
+    def jitter_x(x: Any) -> Any:
+        return x + tf.cast(jitter, x.dtype) * tf.random.normal(tf.shape(x), dtype=x.dtype)
+
+    return rows.map(lambda batch: {**batch, "x": jitter_x(batch["x"])} if isinstance(batch, dict)
+                    else jitter_x(batch)), kwargs
 
 
-def _evaluate(model: FlowModel, rows: Any, count: int | None) -> dict[str, Any]:
-    """The mean NLL (and bits/dim) of an array or a batched `tf.data.Dataset`, via `model.evaluate`."""
-    batch = {"batch_size": EVAL_BATCH} if hasattr(rows, "shape") else {}
-    logs = model.evaluate(rows, verbose=0, return_dict=True, **batch)
-    out: dict[str, Any] = {"rows": count, "nll": float(logs["nll"])}
+def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:
+    """The mean NLL (and bits/dim) of `model` on `inputs`, via `model.evaluate`.
+
+    Args:
+      model: A `FlowModel`.
+      inputs: Examples (an array, or a dict `{"x", "context"}` of arrays) or a batched
+        `tf.data.Dataset` of them, such as `test_inputs` gives.
+      rows: The number of examples, reported beside the figures.
+
+    Returns:
+      `{"rows": rows, "nll": nats}`, and `"bits_per_dim"` for integer data.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    batch = {} if isinstance(inputs, tf.data.Dataset) else {"batch_size": EVAL_BATCH}
+    logs = model.evaluate(inputs, verbose=0, return_dict=True, **batch)
+    out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
     if "bits_per_dim" in logs:
         out["bits_per_dim"] = float(logs["bits_per_dim"])
     return out
+
+
+def _stream_batches(config: TrainingConfig, data: Dataset, make_rows: Any, rows: int, size: int, *,
+                    shuffle: bool) -> Any:
+    """Batches of a streamed file's rows as the flow takes them (`split_rows` in tf.data), of known count."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.data import as_tf_dataset  # pylint: disable=import-outside-toplevel
+
+    shape = _event_shape(config, data)
+    columns = context_columns(config, data)
+    keep = [i for i in range(data.event_size) if i not in columns]
+
+    def shaped(batch: Any) -> Any:
+        x = tf.gather(batch, keep, axis=1) if columns else batch
+        x = tf.reshape(x, [-1, *shape]) if config.event_shape else x
+        return {"x": x, "context": tf.gather(batch, columns, axis=1)} if columns else x
+
+    ds = as_tf_dataset(make_rows, batch_size=size, shuffle=shuffle, seed=config.seed)
+    if config.event_shape or columns:
+        ds = ds.map(shaped)
+    # The row count is known: say so, or Keras runs the first epoch until the data run out.
+    return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / size)))
 
 
 def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val: int) -> _Inputs:
@@ -595,30 +762,22 @@ def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val
     test-row rule picks for the fraction `validation_split` validate (`ceil(n * split)` of
     them), and the standardisation is fitted on the first 100000 training rows.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.data import hold_out  # pylint: disable=import-outside-toplevel
 
-    from tfp_realnvp.data import as_tf_dataset, hold_out  # pylint: disable=import-outside-toplevel
-
-    shape = _event_shape(config, data)
     if not data.streamed:
-        def shaped(rows: Any) -> Any:
-            return rows.reshape((len(rows), *shape))
-
-        x_fit, x_val = shaped(data.train[:n_fit]), shaped(data.train[n_fit:])
+        train = _inputs(*examples(config, data, "train"))
+        x_fit, x_val = _slice(train, None, n_fit), _slice(train, n_fit, None)
         validation = x_val if n_val else None
+        test = _inputs(*examples(config, data, "test"))
+        adapt = x_fit["x"] if isinstance(x_fit, dict) else x_fit
         return _Inputs(fit=x_fit, fit_kwargs=dict(validation_data=validation, batch_size=config.batch_size,
                                                   shuffle=True),
-                       validation=validation, train_eval=x_fit, test=shaped(data.test), adapt=x_fit, adapt_kwargs={})
-
+                       validation=validation, train_eval=x_fit, test=test, adapt=adapt, adapt_kwargs={})
     split = config.validation_split
     fit_rows = hold_out(data.stream, split, held_out=False) if n_val else data.stream
 
     def batches(make_rows: Any, rows: int, size: int, shuffle: bool) -> Any:
-        # The row count is known: say so, or Keras runs the first epoch until the data run out.
-        ds = as_tf_dataset(make_rows, batch_size=size, shuffle=shuffle, seed=config.seed)
-        if config.event_shape:
-            ds = ds.map(lambda batch: tf.reshape(batch, [-1, *shape]))
-        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / size)))
+        return _stream_batches(config, data, make_rows, rows, size, shuffle=shuffle)
 
     validation = (batches(hold_out(data.stream, split, held_out=True), n_val, EVAL_BATCH, False) if n_val else None)
     return _Inputs(
@@ -627,6 +786,6 @@ def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val
         validation=validation,
         train_eval=batches(fit_rows, n_fit, EVAL_BATCH, False),
         test=batches(data.test_stream, data.num_test, EVAL_BATCH, False),
-        adapt=batches(fit_rows, n_fit, 4096, False),
-        adapt_kwargs=dict(max_batches=math.ceil(_ADAPT_ROWS / 4096)),
+        adapt=batches(lambda: fit_rows().take(_ADAPT_ROWS), min(n_fit, _ADAPT_ROWS), EVAL_BATCH, False),
+        adapt_kwargs={},
     )

@@ -142,7 +142,7 @@ class Preprocessing(keras.layers.Layer):
 
         Args:
           data: A `[n, *event_shape]` array, or a `tf.data.Dataset` of such batches (or of
-            `(x, ...)` tuples).
+            `(x, ...)` tuples, or of `{"x": x, "context": c}` dicts).
           max_batches: With a dataset, read at most this many batches. Defaults to `None`.
 
         Raises:
@@ -154,7 +154,11 @@ class Preprocessing(keras.layers.Layer):
             for i, batch in enumerate(data):
                 if max_batches is not None and i >= max_batches:
                     break
-                batches.append(np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch))
+                if isinstance(batch, (tuple, list)):
+                    batch = batch[0]
+                if isinstance(batch, dict):  # a conditional model's {"x": ..., "context": ...}
+                    batch = batch["x"]
+                batches.append(np.asarray(batch))
             data = np.concatenate(batches, axis=0)
         data = np.asarray(data)
         self.check(data)

@@ -22,13 +22,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from tfp_realnvp import files
-from tfp_realnvp.files import write_new
 from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
 from tfp_realnvp.cli.quiet import import_tensorflow
+from tfp_realnvp.files import write_new
 from tfp_realnvp.training import EVAL_BATCH, TrainingConfig, recipe_for
 
 __all__ = [
     "CommandError",
+    "HISTORY_FILE",
+    "METRICS_FILE",
     "MODEL_FILE",
     "RUN_FILE",
     "SETTINGS_FILE",
@@ -39,6 +41,7 @@ __all__ = [
     "plot",
     "sample",
     "train",
+    "training_config",
 ]
 
 MODEL_FILE = "model.keras"
@@ -156,16 +159,6 @@ def _load_model(model_path: pathlib.Path) -> Any:
     return model
 
 
-def _run_settings(model_path: pathlib.Path) -> dict[str, Any]:
-    """The data settings of the run a model comes from: dataset, seed, header, num_test, stream_above_mb."""
-    settings = _read_json(model_path.parent / SETTINGS_FILE) or {}
-    if isinstance(settings.get("dataset"), dict):  # a run of tfp_realnvp before training configurations
-        old = settings["dataset"]
-        return {"dataset": old.get("spec"), "seed": old.get("seed"), "header": old.get("header"),
-                "num_test": old.get("num_test"), "stream_above_mb": old.get("stream_above")}
-    return settings
-
-
 def _load_data(spec: str, *, num_train: int | None, num_test: int | None, seed: int, header: bool | None,
                stream_above_mb: float | None) -> Any:
     import_tensorflow()
@@ -176,20 +169,40 @@ def _load_data(spec: str, *, num_train: int | None, num_test: int | None, seed: 
                         stream_threshold_bytes=int(stream_above_mb * 2**20))
 
 
-def _check_event_size(data: Any, model: Any, model_path: pathlib.Path) -> None:
-    if data.event_size != model.event_size:
+def _check_fits(config: TrainingConfig, data: Any, model: Any, model_path: pathlib.Path) -> None:
+    """The data's features and context fit the model, or a CommandError that says how not."""
+    from tfp_realnvp.training import context_columns, context_size  # pylint: disable=import-outside-toplevel
+
+    features = data.event_size - len(context_columns(config, data))
+    if features != model.event_size:
+        besides = " besides the context" if config.context_columns else ""
         raise CommandError(
-            f"dataset {data.name} has {data.event_size} feature(s) per row but the model {model_path} takes "
+            f"dataset {data.name} has {features} feature(s) per row{besides} but the model {model_path} takes "
             f"{model.event_size}; expected data like the model's training data"
         )
+    given = context_size(config, data)
+    if given == model.context_size:
+        return
+    if not given:
+        raise CommandError(
+            f"the model {model_path} is conditional (context_size {model.context_size}) and no context is given; "
+            "expected --condition-on-label or --context-columns, as in its run (its settings.json says which)"
+        )
+    if not model.context_size:
+        raise CommandError(f"the model {model_path} takes no context; expected no --context-columns or "
+                           "--condition-on-label")
+    raise CommandError(f"the context of {data.name} has {given} feature(s) but the model {model_path} takes "
+                       f"{model.context_size}")
 
 
-def _test_rows(data: Any, model: Any, limit: int | None = None) -> Any:
-    """The test split as examples `[n, *event_shape]` (streamed files: up to `limit`), checked against the model."""
+def _test_examples(config: TrainingConfig, data: Any, model: Any, limit: int | None = None) -> tuple[Any, Any]:
+    """The test split as `(x [n, *event_shape], context or None)` (streamed files: up to `limit` rows),
+    checked against the model's preprocessing."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.training import examples, split_rows  # pylint: disable=import-outside-toplevel
 
     if data.streamed:
         ds = data.test_stream()
@@ -199,21 +212,14 @@ def _test_rows(data: Any, model: Any, limit: int | None = None) -> Any:
             rows = np.concatenate(list(ds.batch(8192).as_numpy_iterator()))
         except tf.errors.InvalidArgumentError as error:
             raise stream_error(error) from None
+        x, context = split_rows(config, data, rows.reshape(len(rows), data.event_size))
     else:
-        rows = data.test if limit is None else data.test[:limit]
-    rows = rows.reshape((-1, *model.event_shape))
+        x, context = examples(config, data, "test", limit=limit)
     try:
-        model.preprocessing.check(rows)
+        model.preprocessing.check(x)
     except ValueError as error:
         raise CommandError(f"test data of {data.name} do not fit the model: {error}") from None
-    return rows
-
-
-def _metrics_of(logs: dict[str, float], rows: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
-    if "bits_per_dim" in logs:
-        out["bits_per_dim"] = float(logs["bits_per_dim"])
-    return out
+    return x, context
 
 
 def _table(results: dict[str, dict[str, Any]]) -> str:
@@ -280,12 +286,21 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
             config = config.replace(dataset=args.dataset)
     else:
         config = TrainingConfig.for_dataset(args.dataset or "two_moons", **({"flow": args.flow} if args.flow else {}))
-    given = {name: getattr(args, name) for name in (*CONFIG_FIELDS, "stream_above_mb")
-             if getattr(args, name) is not None}
+    given = _context_choice({name: getattr(args, name) for name in (*CONFIG_FIELDS, "stream_above_mb")
+                             if getattr(args, name) is not None})
     options = {name: getattr(args, name) for name in FLOW_OPTIONS if getattr(args, name) is not None}
     if options:
         given["flow_options"] = options
     return config.replace(**given)
+
+
+def _context_choice(given: dict[str, Any]) -> dict[str, Any]:
+    """The options given, where one way of conditioning given on the command line replaces the other."""
+    if given.get("context_columns"):
+        given["condition_on_label"] = False
+    elif given.get("condition_on_label"):
+        given["context_columns"] = None
+    return given
 
 
 def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_dir: pathlib.Path,
@@ -339,6 +354,10 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             print(f"Dataset   {data.description}")
             print(f"Flow      {config.flow} over events of shape {list(self.model.event_shape)}"
                   + (f": {options}" if options else "") + f"; {self.model.count_params():,} weights")
+            if config.condition_on_label:
+                print(f"Context   the one-hot class ({data.num_classes} classes): p(x | class)")
+            elif config.context_columns:
+                print(f"Context   columns {', '.join(map(str, config.context_columns))}: p(x | context)")
             print(f"Training  {training}")
             print(f"Output    {run_dir}{export_note}", flush=True)
 
@@ -372,8 +391,9 @@ def train(args: argparse.Namespace) -> int:
                       callbacks=[_run_start(config, data, args, run_dir, export_dir, written)])
     model = result.model
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]
-    written += plots.plot_run(model, run_dir, data=_test_rows(data, model, limit=5000), history=result.history,
-                              seed=config.seed, title=_dataset_slug(data.name))
+    x, context = _test_examples(config, data, model, limit=5000)
+    written += plots.plot_run(model, run_dir, data=x, context=context, history=result.history, seed=config.seed,
+                              title=_dataset_slug(data.name))
     exported = pathlib.Path(export_saved_model(model, export_dir)) if export_dir else None
     written.append(_write_json(run_dir / METRICS_FILE, {
         "dataset": _absolute_spec(config.dataset),
@@ -410,31 +430,44 @@ def train(args: argparse.Namespace) -> int:
 # evaluate, sample, export, inspect, plot
 
 
-def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, *, required: bool) -> tuple[Any, int]:
-    """The --dataset, or else the test split of the model's run (as its settings.json describes it).
+def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, model: Any, *,
+                    required: bool) -> tuple[TrainingConfig | None, Any]:
+    """The data to evaluate or plot a model on: `(config, data)`, or `(None, None)` when there are none.
 
-    Options given on the command line win; without --dataset, the run's seed, header, test rows and
-    stream threshold fill the others, so `evaluate` sees the test rows `train` reported on.
-    Returns (None, seed) when there is no dataset and none is `required`.
+    Without --dataset, the run's settings.json beside the model gives the dataset and how its rows
+    become examples (seed, header, test rows, stream threshold, context); options given on the
+    command line win.
     """
-    run = _run_settings(model_path) if args.dataset is None else {}
-    spec = args.dataset or run.get("dataset")
+    from tfp_realnvp.training import ConfigError  # pylint: disable=import-outside-toplevel
 
-    def option(name: str) -> Any:
-        value = getattr(args, name)
-        return value if value is not None else run.get(name)
-
-    seed = int(option("seed") or 0)
-    if spec is None:
-        if required:
-            raise CommandError(
-                f"no --dataset given and no {SETTINGS_FILE} beside {model_path} names one; expected "
-                "--dataset NAME, csv:PATH or npy:PATH"
-            )
-        return None, seed
-    data = _load_data(spec, num_train=None, num_test=option("num_test"), seed=seed, header=option("header"),
-                      stream_above_mb=option("stream_above_mb"))
-    return data, seed
+    config = None
+    settings = model_path.parent / SETTINGS_FILE
+    if args.dataset is None and settings.is_file():
+        try:
+            config = TrainingConfig.from_file(settings)
+        except ConfigError:  # a run of tfp_realnvp before training configurations
+            old = (_read_json(settings) or {}).get("dataset")
+            if isinstance(old, dict) and old.get("spec"):
+                config = TrainingConfig(dataset=old["spec"], seed=old.get("seed") or 0, header=old.get("header"),
+                                        num_test=old.get("num_test"))
+    if config is None:
+        if args.dataset is None:
+            if required:
+                raise CommandError(
+                    f"no --dataset given and no {SETTINGS_FILE} beside {model_path} names one; expected "
+                    "--dataset NAME, csv:PATH or npy:PATH"
+                )
+            return None, None
+        config = TrainingConfig(dataset=args.dataset)
+    given = _context_choice({name: getattr(args, name) for name in ("num_test", "header", "seed", "stream_above_mb",
+                                                                    "context_columns", "condition_on_label")
+                             if getattr(args, name, None) is not None})
+    config = config.replace(num_train=None, event_shape=list(model.event_shape) if len(model.event_shape) > 1 else None,
+                            **given)
+    data = _load_data(config.dataset, num_train=None, num_test=config.num_test, seed=config.seed,
+                      header=config.header, stream_above_mb=config.stream_above_mb)
+    _check_fits(config, data, model, model_path)
+    return config, data
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -442,20 +475,18 @@ def evaluate(args: argparse.Namespace) -> int:
     model = _load_model(model_path)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from tfp_realnvp.data import as_tf_dataset, stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.training import evaluate as evaluate_model  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.training import test_inputs  # pylint: disable=import-outside-toplevel
 
-    data, _ = _data_for_model(args, model_path, required=True)
-    _check_event_size(data, model, model_path)
+    config, data = _data_for_model(args, model_path, model, required=True)
     if data.streamed:
-        shape = list(model.event_shape)
-        rows: Any = (as_tf_dataset(data.test_stream, batch_size=EVAL_BATCH, shuffle=False)
-                     .map(lambda batch: tf.reshape(batch, [-1, *shape]))
-                     .apply(tf.data.experimental.assert_cardinality(math.ceil(data.num_test / EVAL_BATCH))))
-        batch: dict[str, Any] = {}
+        inputs: Any = test_inputs(config, data)
     else:
-        rows, batch = _test_rows(data, model), {"batch_size": EVAL_BATCH}
+        x, context = _test_examples(config, data, model)
+        inputs = x if context is None else {"x": x, "context": context}
     try:
-        logs = model.evaluate(rows, verbose=0, return_dict=True, **batch)
+        metrics = evaluate_model(model, inputs, data.num_test)
     except tf.errors.InvalidArgumentError as error:
         if not data.streamed:
             raise
@@ -463,8 +494,50 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"Model    {model_path}")
     print(f"Dataset  {data.description}")
     print()
-    print(_table({"test": _metrics_of(logs, data.num_test)}))
+    print(_table({"test": metrics}))
     return 0
+
+
+def _sample_context(args: argparse.Namespace, model: Any, model_path: pathlib.Path) -> tuple[Any, int]:
+    """The context rows `sample` was given (`[1, C]` or `[n, C]`, or None) and the number of samples."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    context = None
+    if args.context is not None:
+        context = np.array([args.context], np.float64)
+    elif args.context_file is not None:
+        path = pathlib.Path(args.context_file)
+        if not path.is_file():
+            raise CommandError(f"no such context file: {args.context_file} (expected .npy or .csv rows of context)")
+        try:
+            context = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError as error:
+            raise CommandError(f"cannot read {args.context_file}: {error}; expected rows of numbers") from None
+        context = np.asarray(context, np.float64).reshape(len(context), -1)
+    elif args.label is not None and model.context_size:
+        settings = _read_json(model_path.parent / SETTINGS_FILE) or {}
+        if settings.get("context_columns"):
+            raise CommandError(f"--label is for a model conditioned on class labels; {model_path} is conditioned on "
+                               "columns: give --context or --context-file")
+        if args.label >= max(model.context_size, 1):
+            raise CommandError(f"--label {args.label} is not a class of the model {model_path}: it takes "
+                               f"{model.context_size} classes, 0..{model.context_size - 1}")
+        context = np.eye(model.context_size)[[args.label]]
+    if (context is not None or args.label is not None) and not model.context_size:
+        raise CommandError(f"the model {model_path} takes no context; expected no --context, --context-file or "
+                           "--label")
+    if context is None and model.context_size:
+        raise CommandError(f"the model {model_path} is conditional (context_size {model.context_size}); expected "
+                           "--context V,V,..., --context-file PATH or (for class labels) --label K")
+    if context is not None and context.shape[1] != model.context_size:
+        raise CommandError(f"the context has {context.shape[1]} value(s) per row but the model {model_path} takes "
+                           f"{model.context_size}")
+    rows = len(context) if context is not None else None
+    num_samples = args.num_samples or (rows if args.context_file else 1000)
+    if rows not in (None, 1, num_samples):
+        raise CommandError(f"--context-file has {rows} rows for {num_samples} samples; expected one row per sample, "
+                           "or 1 row for all")
+    return context, num_samples
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -479,14 +552,17 @@ def sample(args: argparse.Namespace) -> int:
     model = _load_model(model_path)
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    samples = np.asarray(model.sample(args.num_samples, seed=args.seed, temperature=args.temperature))
+    context, num_samples = _sample_context(args, model, model_path)
+    samples = np.asarray(model.sample(num_samples, seed=args.seed, temperature=args.temperature, context=context))
     if out.suffix == ".npy":
         write_new(out, lambda p: np.save(p, samples))
     else:  # %.9g: float32 values read back exactly; one flattened example per row
         write_new(out, lambda p: np.savetxt(p, samples.reshape(len(samples), -1), delimiter=",", fmt="%.9g"))
     shape = "x".join(map(str, samples.shape[1:]))
+    given = "" if context is None else (f", label {args.label}" if args.label is not None else
+                                        f", {len(context)} context row(s)")
     print(f"Wrote {len(samples)} samples of shape {shape} to {out} "
-          f"(seed {args.seed}, temperature {args.temperature:g})")
+          f"(seed {args.seed}, temperature {args.temperature:g}{given})")
     return 0
 
 
@@ -564,14 +640,19 @@ def plot(args: argparse.Namespace) -> int:
     if args.history and (not history or not history.get("loss")):
         raise CommandError(f"{args.history} has no 'loss' list; expected the history.json of a run")
     model = _load_model(model_path)
-    data, seed = _data_for_model(args, model_path, required=False)
-    rows = None
+    config, data = _data_for_model(args, model_path, model, required=False)
+    if data is None and model.context_size:
+        raise CommandError(
+            f"the model {model_path} is conditional: its samples need the contexts of data; expected --dataset "
+            "with --condition-on-label or --context-columns, or its run's settings.json beside it"
+        )
+    x = context = None
     if data is not None:
-        _check_event_size(data, model, model_path)
-        rows = _test_rows(data, model, limit=5000)
+        x, context = _test_examples(config, data, model, limit=5000)
+    seed = args.seed if args.seed is not None else (config.seed if config is not None else 0)
     out.mkdir(parents=True, exist_ok=True)
     title = _dataset_slug(data.name) if data is not None else model_path.parent.name
-    written = plots.plot_run(model, out, data=rows, history=history, seed=seed, temperature=args.temperature,
-                             title=title)
+    written = plots.plot_run(model, out, data=x, context=context, history=history, seed=seed,
+                             temperature=args.temperature, title=title)
     print(f"Wrote {', '.join(str(p) for p in written)}")
     return 0

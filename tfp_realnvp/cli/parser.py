@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -28,7 +28,8 @@ PROG = "tfp-realnvp"
 # the flow's options (`--couplings` is real_nvp's `num_couplings`). Every one defaults to None:
 # left out, the value comes from --config, else from the dataset's recipe.
 CONFIG_FIELDS = (
-    "num_train", "num_test", "header", "event_shape", "flow", "standardize", "integer_levels", "logit_alpha",
+    "num_train", "num_test", "header", "event_shape", "context_columns", "condition_on_label", "flow", "standardize",
+    "integer_levels", "logit_alpha",
     "epochs", "batch_size", "learning_rate", "validation_split", "patience", "jitter", "restarts", "seed",
     "jit_compile",
 )
@@ -101,6 +102,32 @@ _hidden_units = _int_list("128,128", "layer widths")
 _event_shape = _int_list("8,8,1", "sizes")
 
 
+def _columns(text: str) -> list[int | str]:
+    """`--context-columns`: comma-separated column numbers counted from 1, or header names."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column numbers (from 1) or names, got {text!r}")
+    columns: list[int | str] = []
+    for part in parts:
+        if part.isdigit():
+            if int(part) < 1:
+                raise argparse.ArgumentTypeError(f"column numbers count from 1, got {text!r}")
+            columns.append(int(part))
+        else:
+            columns.append(part)
+    return columns
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers such as 1,0,0.5, got {text!r}")
+    return values
+
+
 def _recipe_table() -> str:
     """The recipes as a table: a row per recipe, and one per flow a recipe has settings for, whose
     flow options (not the columns' real_nvp ones) are listed under the table."""
@@ -114,8 +141,11 @@ def _recipe_table() -> str:
         for flow in (None, *RECIPES[name].get("flows", {})):
             config = TrainingConfig.for_dataset(dataset, **({"flow": flow} if flow else {}))
             values = {**config.to_dict(), **config.flow_options}
-            cells = [",".join(map(str, values[k])) if k == "hidden_units" and k in values else f"{values[k]:g}"
-                     if isinstance(values.get(k), float) else str(values.get(k, "-")) for k in keys]
+            cells = []
+            for key in keys:
+                value = values.get(key, "-")  # an option another flow does not have
+                cells.append(",".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
+                             if isinstance(value, float) else str(value))
             preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
                 f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
             rows.append([name, *cells, ", ".join(preprocessing) or "-"])
@@ -132,6 +162,14 @@ def _recipe_table() -> str:
 def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, train: bool) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default=None, metavar="NAME", help=dataset_help)
+    default = "none: an unconditional density" if train else "the run's"
+    context = group.add_mutually_exclusive_group()
+    context.add_argument("--context-columns", type=_columns, default=None, metavar="C,C",
+                         help="csv/npy: the columns that condition, p(x | context), by number counted from 1 or "
+                              f"by header name; the others are x (default: {default})")
+    context.add_argument("--condition-on-label", action="store_true", default=None,
+                         help="two_moons, digits: condition on the one-hot class (which moon, which digit) "
+                              f"(default: {default})")
     group.add_argument(
         "--header", action=argparse.BooleanOptionalAction, default=None,
         help="csv: whether the first line is a header of column names (default: detected; a header "
@@ -156,9 +194,9 @@ def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, tra
 
 
 _DATASETS_HELP = (
-    "two_moons, checkerboard, eight_gaussians, pinwheel, digits (8x8 images, 17 grey levels, reported in "
-    "bits/dim), csv:PATH (comma-separated numbers, one row per example) or npy:PATH (a 2-D array saved "
-    "with np.save)"
+    ", ".join(f"{name} (8x8 images, 17 grey levels, reported in bits/dim)" if name == "digits" else name
+              for name in BUILTIN_DATASETS)
+    + ", csv:PATH (comma-separated numbers, one row per example) or npy:PATH (a 2-D array saved with np.save)"
 )
 
 
@@ -288,12 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sample.add_argument("--model", required=True, metavar="PATH.keras", help="a model saved by 'train'")
-    sample.add_argument("-n", "--num-samples", type=_positive_int, default=1000, metavar="N",
-                        help="number of samples (default: 1000)")
+    sample.add_argument("-n", "--num-samples", type=_positive_int, default=None, metavar="N",
+                        help="number of samples (default: 1000, or the rows of --context-file)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed (default: 0)")
     sample.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
                         help="standard deviation of the latent normal; below 1 gives more typical samples "
                              "(default: 1)")
+    given = sample.add_mutually_exclusive_group()
+    given.add_argument("--context", type=_floats, metavar="V,V",
+                       help="a conditional model's context, one row for every sample, e.g. 1,0")
+    given.add_argument("--context-file", metavar="PATH",
+                       help="a conditional model's contexts, one row per sample (.npy or .csv); -n defaults to "
+                            "its row count")
+    given.add_argument("--label", type=_non_negative_int, metavar="K",
+                       help="a model conditioned on class labels (train --condition-on-label): sample class K")
     sample.add_argument("--output", required=True, metavar="FILE",
                         help="a new .npy (np.save) or .csv (one sample per row, flattened) file; never "
                              "overwritten")

@@ -40,7 +40,9 @@ class MLPConditioner(keras.layers.Layer):
         `len(output_shape)` when `output_shape` is given, else 1.
       activation: Activation of the hidden layers. Defaults to `"relu"`.
       context_size: Size of an optional conditioning vector passed as `context=` at call
-        time and concatenated to the flattened input. Defaults to 0 (no context).
+        time (`batch_shape + [context_size]`, or any shape that broadcasts to it, such as one
+        row for the whole batch) and concatenated to the flattened input. Defaults to 0 (no
+        context).
       kernel_initializer: Initializer of the hidden kernels. Defaults to
         `"glorot_uniform"`.
       seed: Seed of the hidden kernels' initializer (layer `i` uses `seed + i`), so the same
@@ -134,6 +136,8 @@ class MLPConditioner(keras.layers.Layer):
                     f"this conditioner was built with context_size={self.context_size}; "
                     "pass context= with that many features"
                 )
+            # Broadcast against the batch, so one context row (or a [C] vector) serves every example.
+            context = tf.broadcast_to(tf.cast(context, h.dtype), tf.concat([batch_shape, [self.context_size]], 0))
             h = tf.concat([h, tf.reshape(context, [-1, self.context_size])], axis=-1)
         for layer in self._hidden:
             h = layer(h)

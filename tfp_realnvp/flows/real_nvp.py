@@ -1,7 +1,18 @@
-"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal."""
+"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal.
+
+```none
+x = g(z) = c_K o p_{K-1} o ... o p_1 o c_1 (z),     z ~ N(0, I_D)
+log p(x) = log N(g^{-1}(x); 0, I) + log|det d g^{-1}/dx|
+         = log N(z; 0, I) - sum_k sum s_k(.)          (each coupling's log-scales, at its input)
+```
+
+with `c_k` affine couplings (`AffineCoupling`, the first `D // 2` coordinates unchanged) and
+`p_k` permutations (`tfb.Permute`, volume-preserving) that move the unchanged half.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -86,6 +97,7 @@ def real_nvp(
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     dtype: str = "float32",
+    context_size: int = 0,
     validate_args: bool = False,
     name: str = "real_nvp",
 ) -> tfd.TransformedDistribution:
@@ -112,6 +124,10 @@ def real_nvp(
         Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
       dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      context_size: For a conditional density `p(x | context)`: the number of context
+        features each conditioner takes beside `x1`. The context then goes to every coupling
+        through TFP's `bijector_kwargs`, routed by name: `dist.log_prob(x,
+        bijector_kwargs=tfp_realnvp.route(dist.bijector, context=c))`. Defaults to 0.
       validate_args: Passed to the bijectors. Defaults to `False`.
       name: Name of the distribution. Defaults to `"real_nvp"`.
 
@@ -140,6 +156,8 @@ def real_nvp(
         raise ValueError(f"num_couplings must be an integer >= 1; got {num_couplings!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
+        raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
     if isinstance(permutation, str):
         permutations = permutation_indices(event_size, num_couplings, permutation=permutation, seed=seed)
     else:
@@ -156,6 +174,7 @@ def real_nvp(
             hidden_units,
             output_shape=(event_size - num_masked,),
             activation=activation,
+            context_size=int(context_size),
             dtype=dtype,
             seed=layer_seeds[k],
             name=f"conditioner_{k}",
@@ -199,10 +218,12 @@ def coupling_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -
 def _resolve_options(event_shape: tuple[int, ...], seed: int | None, options: dict[str, Any]) -> dict[str, Any]:
     """`permutation="random"` becomes the drawn indices, so a saved model rebuilds the same flow."""
     if options.get("permutation") == "random":
-        num_couplings = options.get("num_couplings", 8)
+        num_couplings = options.get("num_couplings", _DEFAULT_COUPLINGS)
         drawn = permutation_indices(_event_size(event_shape), num_couplings, permutation="random", seed=seed)
         options["permutation"] = [p.tolist() for p in drawn]
     return options
 
+
+_DEFAULT_COUPLINGS = inspect.signature(real_nvp).parameters["num_couplings"].default
 
 register_flow("real_nvp", real_nvp, resolve_options=_resolve_options)

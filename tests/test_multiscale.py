@@ -104,6 +104,7 @@ def names_index(steps, name):
     ((6, 6, 1), {"num_scales": 3}, r"event shape \[6, 6, 1\] does not fit 3 scales"),
     ((8, 8, 1), {"normalization": "layer"}, r"normalization must be one of \('batch', 'actnorm', 'none'\)"),
     ((8, 8, 1), {"num_final_couplings": 0}, "num_final_couplings must be an integer >= 1; got 0"),
+    ((8, 8, 1), {"context_size": -2}, "context_size must be an integer >= 0; got -2"),
 ])
 def test_bad_shapes_and_options_are_named(event_shape, options, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -116,6 +117,26 @@ def test_it_is_a_builtin_flow():
     assert model.get_config()["flow"] == "real_nvp_multiscale" and model.get_config()["num_filters"] == 4
     with pytest.raises(ValueError, match="flow over images"):
         FlowModel(64, flow="real_nvp_multiscale")
+
+
+def test_a_conditional_image_flow_routes_the_context_through_every_scale(tmp_path):
+    # The context reaches the couplings inside FactorOut's inner chain too, and batch norm its flag.
+    model = FlowModel(event_shape=(4, 4, 1), flow="real_nvp_multiscale", context_size=2, normalization="batch",
+                      num_checkerboard_couplings=1, num_channel_couplings=1, num_final_couplings=1,
+                      standardize=False, **SMALL)
+    couplings = _parts(model.distribution.bijector, AffineCoupling)
+    assert len(couplings) == 3 and all(c.condition_keys == ("context",) for c in couplings)
+    randomize(model.distribution, seed=1, scale=0.3)
+    x = _images(3, dtype="float32").numpy()
+    c = np.array([[1, 0], [0, 1], [1, 0]], "float32")
+    a, b = model.log_prob(x, context=c), model.log_prob(x, context=c[:, ::-1].copy())
+    assert a.shape == (3,) and np.min(np.abs(a - b)) > 1e-3  # every row: another context, another density
+    assert model.sample(2, seed=0, context=c[:1]).shape == (2, 4, 4, 1)
+    model.save(tmp_path / "conditional.keras")
+    loaded = keras.models.load_model(tmp_path / "conditional.keras")
+    np.testing.assert_array_equal(loaded.log_prob(x, context=c), a)
+    with pytest.raises(ValueError, match=r"this model is conditional \(context_size=2\)"):
+        model.log_prob(x)
 
 
 # -- the image model on digits ------------------------------------------------------------

@@ -71,9 +71,30 @@ def test_batch_normalization_inside_takes_the_training_flag_through_the_coupling
     assert ResNetConditioner(8, 1).condition_keys == ()
 
 
+def test_a_context_is_one_constant_input_channel_per_feature():
+    conditioner = ResNetConditioner(8, 1, context_size=3, normalization="batch", seed=0)
+    conditioner.build((None, 4, 4, 2))
+    for w in conditioner.trainable_weights:
+        w.assign(0.3 * np.random.default_rng(1).standard_normal(w.shape))
+    assert conditioner.condition_keys == ("context", "training")
+    assert conditioner.weights[0].shape == (3, 3, 2 + 3, 8)
+    x, c = _x((2, 3, 4, 4, 2)), np.random.default_rng(2).standard_normal((2, 3, 3)).astype("float32")
+    shift, _ = conditioner(x, context=c)
+    assert shift.shape == (2, 3, 4, 4, 2)
+    # Each example sees its own context; one row broadcasts to every example.
+    np.testing.assert_allclose(conditioner(x[0, :1], context=c[0, :1])[0], shift[0, :1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(conditioner(x[0], context=c[0, 0])[0][0], shift[0, 0], rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(conditioner(x, context=c[::-1].copy())[0] - shift)) > 1e-2
+    assert ResNetConditioner.from_config(conditioner.get_config()).context_size == 3
+    with pytest.raises(ValueError, match="built with context_size=3; pass context= with that many features"):
+        conditioner(x)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="num_filters must be an integer >= 1; got 0"):
         ResNetConditioner(0)
+    with pytest.raises(ValueError, match="context_size must be an integer >= 0; got -1"):
+        ResNetConditioner(8, context_size=-1)
     with pytest.raises(ValueError, match=r"normalization must be one of \(None, 'batch'\); got 'layer'"):
         ResNetConditioner(8, normalization="layer")
     with pytest.raises(ValueError, match=r"mask must be a boolean array \[H, W, m\]; got shape \(4, 4\)"):

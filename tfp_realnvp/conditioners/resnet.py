@@ -21,12 +21,12 @@ class ResNetConditioner(keras.layers.Layer):
     """A convolutional residual network that outputs the shift and log-scale of an image coupling [1].
 
     The input is the coupling's masked image `where(mask, x, 0)` of shape `[..., H, W, C]`
-    (checkerboard or channel-wise masks), optionally with the mask itself appended as more
-    channels. With `conv` a `kernel_size` convolution with "same" padding, `a` the activation
+    (checkerboard or channel-wise masks), optionally with the mask itself and a context vector
+    (each of its features a constant map) appended as more channels. With `conv` a `kernel_size` convolution with "same" padding, `a` the activation
     and `n` the normalization (batch normalization, or none):
 
     ```none
-    h_0     = conv_in([x, mask])                                  (num_filters channels)
+    h_0     = conv_in([x, mask, context])                         (num_filters channels)
     h_{b+1} = h_b + conv(a(n(conv(a(n(h_b))))))                   (num_blocks residual blocks)
     (shift, log_scale) = split(conv_out(a(n(h_B))))               (2 * output_channels channels)
     ```
@@ -34,8 +34,9 @@ class ResNetConditioner(keras.layers.Layer):
     `conv_out`'s kernel and bias start at zero, so a new coupling is the identity map. Any
     number of batch axes is accepted; they are flattened into one for the convolutions.
 
-    With `normalization="batch"` the network takes Keras's `training` flag (`condition_keys`),
-    which `AffineCoupling` passes on: batch statistics in training, running ones otherwise.
+    With `normalization="batch"` the network takes Keras's `training` flag, and with a
+    `context_size` a `context` (both listed in `condition_keys`), which `AffineCoupling` passes
+    on: batch statistics in training, running ones otherwise.
 
     Args:
       num_filters: Channels of the hidden feature maps. Defaults to 64.
@@ -46,6 +47,10 @@ class ResNetConditioner(keras.layers.Layer):
         where the coupling leaves the entry unchanged), so the network knows which entries it
         sees; a convolution cannot tell a checkerboard's squares apart otherwise. Defaults to
         `None` (nothing appended).
+      context_size: Features of an optional conditioning vector passed as `context=` at call
+        time (`batch_shape + [context_size]`, or a shape that broadcasts to it, such as one
+        row for all), appended to the input as `context_size` constant channels. Defaults to 0
+        (no context).
       normalization: `None` or `"batch"` (Keras's `BatchNormalization` before each
         activation). Defaults to `None`.
       activation: Activation of the hidden layers. Defaults to `"relu"`.
@@ -54,8 +59,9 @@ class ResNetConditioner(keras.layers.Layer):
       **kwargs: Passed to `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
-      ValueError: For non-positive sizes, an unknown `normalization`, or (at build) an input
-        that is not `[..., H, W, C]` or a mask of another height and width.
+      ValueError: For non-positive sizes, an unknown `normalization`, (at build) an input that
+        is not `[..., H, W, C]` or a mask of another height and width, or (at call) a missing
+        context when `context_size` is set.
 
     Example:
 
@@ -79,6 +85,7 @@ class ResNetConditioner(keras.layers.Layer):
         kernel_size: int = 3,
         output_channels: int | None = None,
         mask: np.ndarray | Sequence[Any] | None = None,
+        context_size: int = 0,
         normalization: str | None = None,
         activation: str = "relu",
         seed: int | None = None,
@@ -86,7 +93,7 @@ class ResNetConditioner(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         for label, value, low in (("num_filters", num_filters, 1), ("num_blocks", num_blocks, 0),
-                                  ("kernel_size", kernel_size, 1)):
+                                  ("kernel_size", kernel_size, 1), ("context_size", context_size, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{label} must be an integer >= {low}; got {value!r}")
         if output_channels is not None and (not isinstance(output_channels, (int, np.integer)) or output_channels < 1):
@@ -102,6 +109,7 @@ class ResNetConditioner(keras.layers.Layer):
         self.kernel_size = int(kernel_size)
         self.output_channels = None if output_channels is None else int(output_channels)
         self.mask = mask
+        self.context_size = int(context_size)
         self.normalization = normalization
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
@@ -111,8 +119,8 @@ class ResNetConditioner(keras.layers.Layer):
 
     @property
     def condition_keys(self) -> tuple[str, ...]:
-        """`("training",)` with batch normalization, else `()`."""
-        return ("training",) if self.normalization == "batch" else ()
+        """`"context"` with a `context_size`, `"training"` with batch normalization."""
+        return ("context",) * bool(self.context_size) + ("training",) * (self.normalization == "batch")
 
     def _conv(self, filters: int, *, zero: bool = False) -> keras.layers.Conv2D:
         index = len(self._convs)
@@ -141,7 +149,7 @@ class ResNetConditioner(keras.layers.Layer):
         h, w, c = self._event_shape
         if self.mask is not None and self.mask.shape[:2] != (h, w):
             raise ValueError(f"mask of shape {self.mask.shape} does not match the input's height and width {h}x{w}")
-        extra = 0 if self.mask is None else self.mask.shape[-1]
+        extra = (0 if self.mask is None else self.mask.shape[-1]) + self.context_size
         self._out_channels = self.output_channels or c
         # Flat lists (what Keras tracks and saves): convolution 0 reads the input, 2b+1 and
         # 2b+2 form block b, the last writes the output; normalization i precedes convolution i+1.
@@ -161,13 +169,23 @@ class ResNetConditioner(keras.layers.Layer):
         """Normalization `i` (if any), then the activation."""
         return self.activation(self._norms[i](h, training=training) if self._norms else h)
 
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def call(self, x: tf.Tensor, context: tf.Tensor | None = None,
+             training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         h_size, w_size, c = self._event_shape
         batch_shape = tf.shape(x)[:-3]
         h = tf.reshape(x, [-1, h_size, w_size, c])
         if self.mask is not None:
             mask = tf.cast(self.mask, h.dtype)[None]
             h = tf.concat([h, tf.tile(mask, [tf.shape(h)[0], 1, 1, 1])], axis=-1)
+        if self.context_size:
+            if context is None:
+                raise ValueError(f"this conditioner was built with context_size={self.context_size}; "
+                                 "pass context= with that many features")
+            # Broadcast against the batch (one row may serve all), then one constant map per feature.
+            size = self.context_size
+            context = tf.broadcast_to(tf.cast(context, h.dtype), tf.concat([batch_shape, [size]], 0))
+            context = tf.tile(tf.reshape(context, [-1, 1, 1, size]), [1, h_size, w_size, 1])
+            h = tf.concat([h, context], axis=-1)
         h = self._convs[0](h)
         for b in range(self.num_blocks):
             r = self._convs[2 * b + 1](self._activate(2 * b, h, training))
@@ -185,6 +203,7 @@ class ResNetConditioner(keras.layers.Layer):
             kernel_size=self.kernel_size,
             output_channels=self.output_channels,
             mask=None if self.mask is None else self.mask.tolist(),
+            context_size=self.context_size,
             normalization=self.normalization,
             activation=self._activation_name,
             seed=self.seed,

@@ -102,6 +102,7 @@ def real_nvp_multiscale(
     num_final_couplings: int = 4,
     normalization: str | None = "batch",
     conditioner_normalization: str | None = None,
+    context_size: int = 0,
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     seed: int | None = 0,
@@ -141,6 +142,10 @@ def real_nvp_multiscale(
         first training batch) or `"none"` (or None). Defaults to `"batch"`.
       conditioner_normalization: Normalization inside the conditioners: None or `"batch"`.
         Defaults to None.
+      context_size: For a conditional density `p(x | context)`: the number of context
+        features every conditioner takes, as constant input channels. The context then goes to
+        every coupling through `bijector_kwargs=tfp_realnvp.route(dist.bijector, context=c)`
+        (`FlowModel(context_size=...)` does this). Defaults to 0.
       log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`.
         Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
@@ -178,6 +183,7 @@ def real_nvp_multiscale(
         num_checkerboard_couplings=_check_count("num_checkerboard_couplings", num_checkerboard_couplings, 1),
         num_channel_couplings=_check_count("num_channel_couplings", num_channel_couplings, 0),
         num_final_couplings=_check_count("num_final_couplings", num_final_couplings, 1),
+        context_size=_check_count("context_size", context_size, 0),
     )
     normalization = "none" if normalization is None else normalization
     if normalization not in FLOW_NORMALIZATIONS:
@@ -215,7 +221,7 @@ class _Builder:
         conditioner = ResNetConditioner(
             s["num_filters"], s["num_blocks"],
             # A checkerboard's squares look alike to a convolution: show it which ones it sees.
-            mask=mask[..., :1] if checkerboard else None,
+            mask=mask[..., :1] if checkerboard else None, context_size=s["context_size"],
             normalization=s["conditioner_normalization"], activation=s["activation"], seed=self._seed(),
             dtype=s["dtype"], name=f"{name}_conditioner",
         )

@@ -88,16 +88,21 @@ def _int_list(example: str, what: str) -> Callable[[str], list[int]]:
     return parse
 
 
-def _temperatures(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 1,0.7, got {text!r}")
-    return values
+def _float_list(example: str, what: str, accept: Callable[[float], bool]) -> Callable[[str], list[float]]:
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(part) for part in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(v) and accept(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} such as {example}, got {text!r}")
+        return values
+
+    return parse
 
 
+_temperatures = _float_list("1,0.7", "positive numbers", lambda v: v > 0)
+_floats = _float_list("1,0,0.5", "finite numbers", lambda v: True)  # --context values
 _hidden_units = _int_list("128,128", "layer widths")
 _event_shape = _int_list("8,8,1", "sizes")
 
@@ -116,16 +121,6 @@ def _columns(text: str) -> list[int | str]:
         else:
             columns.append(part)
     return columns
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers such as 1,0,0.5, got {text!r}")
-    return values
 
 
 def _recipe_table() -> str:

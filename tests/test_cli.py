@@ -514,6 +514,22 @@ def test_train_help_shows_the_recipes(capsys):
     for name in RECIPES:
         assert re.search(rf"^  {name}\s+real_nvp\s+\d+\s+[\d,]+", out, re.M), name
     assert "integer_levels 17, logit_alpha 0.05" in out
+    # A flow a recipe has settings for: its own row, and its options (not real_nvp's) under the table.
+    assert re.search(r"^  digits\s+real_nvp_multiscale\s+-\s+-\s+-\s+100\s+128", out, re.M), out
+    note = " ".join(out.split("digits with --flow real_nvp_multiscale: ")[1].split("\n\n")[0].split())
+    assert note.startswith("event shape 8,8,1; num_scales 2, num_filters 32,"), note
+
+
+def test_another_flow_exports_to_a_base_directory_of_its_own():
+    from tfp_realnvp.cli.commands import default_export_dir
+
+    # TF Serving serves the highest version of a base directory: an image model (inputs [n, 8, 8, 1]) must not
+    # become the next version of the vector model's saved_models/digits (inputs [n, 64]).
+    assert default_export_dir(TrainingConfig.for_dataset("digits")) == os.path.join("saved_models", "digits")
+    assert default_export_dir(TrainingConfig.for_dataset("digits", flow="real_nvp_multiscale")) == os.path.join(
+        "saved_models", "digits_multiscale")
+    assert default_export_dir(TrainingConfig.for_dataset("csv:runs/my data.csv")) == os.path.join(
+        "saved_models", "my_data")
 
 
 def test_recipes_cover_every_builtin_dataset():
@@ -531,6 +547,8 @@ def test_recipes_cover_every_builtin_dataset():
     (["sample", "--model", "m.keras", "--output", "s.txt"], r"--output s\.txt must end in \.npy or \.csv"),
     (["evaluate", "--model", "nowhere.keras"], r"no such model file: nowhere\.keras"),
     (["frobnicate"], r"argument COMMAND: invalid choice: 'frobnicate'"),
+    (["plot", "--model", "m.keras", "--output", "o", "--temperature", "1,0"],
+     r"argument --temperature: expected comma-separated positive numbers such as 1,0\.7, got '1,0'"),
 ])
 def test_usage_errors_are_one_line(argv, pattern, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

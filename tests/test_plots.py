@@ -89,12 +89,26 @@ def test_samples_figure_draws_images_for_integer_models(tmp_path):
     model.adapt(real)
     assert plots.image_shape(model) == (4, 4)
     fig = plots.samples_figure(model, data=real)
-    data_ax, samples_ax, _ = fig.axes  # two mosaics and the colour bar
+    data_ax, hot_ax, cool_ax, _ = fig.axes  # real images, two temperatures, the colour bar
     assert data_ax.images[0].get_array().shape == (8 * 5 - 1, 8 * 5 - 1)  # 8x8 images of 4x4, 1-pixel gaps
-    assert samples_ax.get_title().startswith("Samples")
+    assert [ax.get_title().split(":")[0] for ax in fig.axes[:3]] == ["Data", "Samples (T=1)", "Samples (T=0.7)"]
+    assert plots.IMAGE_TEMPERATURES == (1.0, 0.7)
+    # The same latent draws at both temperatures: the cooler grid is a different picture of them.
+    hot, cool = hot_ax.images[0].get_array(), cool_ax.images[0].get_array()
+    assert hot.shape == cool.shape and not np.ma.allequal(hot, cool)
     paths = plots.plot_run(model, tmp_path, data=real)
     assert [p.name for p in paths] == [plots.SAMPLES_FILE]  # no density for 16-D data, no history
     assert _png_size(paths[0]) == _expected_size(fig)
+    one = plots.samples_figure(model, temperature=0.5)  # no data, one temperature: one grid
+    assert [ax.get_title().split(":")[0] for ax in one.axes[:-1]] == ["Samples (T=0.5)"]
+
+
+def test_image_events_are_drawn_as_images():
+    model = FlowModel(event_shape=(4, 4, 1), flow="real_nvp_multiscale", num_scales=1, num_final_couplings=1,
+                      num_filters=2, num_blocks=0, standardize=False)
+    assert plots.image_shape(model) == (4, 4)
+    fig = plots.samples_figure(model, data=np.zeros((10, 4, 4, 1)), temperature=[1.0, 0.7, 0.5])
+    assert len(fig.axes) == 5  # data, three grids, the colour bar
 
 
 def test_more_than_two_features_show_the_first_two(tmp_path):
@@ -147,3 +161,7 @@ def test_bad_arguments_are_named():
         plots.samples_figure(model, data=np.zeros((5, 2)))
     with pytest.raises(ValueError, match="history has no 'loss' values"):
         plots.loss_figure({"val_loss": [1.0]})
+    with pytest.raises(ValueError, match=r"scatter plots show samples at one temperature; got \[1.0, 0.7\]"):
+        plots.samples_figure(model, temperature=(1.0, 0.7))
+    with pytest.raises(ValueError, match="temperature must be a positive number or a sequence of them; got -1"):
+        plots.samples_figure(model, temperature=-1)

@@ -43,20 +43,36 @@ def test_readme_quotes_the_speed_tables_of_results_md():
         assert not missing, f"README.md does not quote these {config} rows of RESULTS.md: {missing}"
 
 
+def _assert_quoted(section: str, benchmark: pathlib.Path, *, min_rows: int, verdict: str | None = None) -> None:
+    """README.md's `section` quotes every table row of `benchmark` (and its line starting `verdict`)."""
+    lines = benchmark.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
+    assert len(rows) >= min_rows, f"{benchmark.name} has no table of {min_rows} rows: {rows}"
+    if verdict is not None:
+        verdicts = [line for line in lines if line.startswith(verdict)]
+        assert verdicts, f"{benchmark.name} has no verdict line starting {verdict!r}"
+        rows.append(verdicts[0])
+    quoted = _section(README.read_text(), section).splitlines()
+    missing = [line for line in rows if line not in quoted]
+    assert not missing, f"README.md's {section!r} section does not quote these lines of {benchmark.name}: {missing}"
+
+
 QUALITY = README.parent / "benchmarks" / "QUALITY.md"
 
 
 def test_readme_quotes_the_quality_table_of_quality_md():
     # Likewise for benchmarks/two_moons_quality.py: the README's two-moons rows and verdict
     # must be those of its last run.
-    quoted = _section(README.read_text(), "Quality")
-    quality = QUALITY.read_text()
-    rows = [line for line in quality.splitlines() if line.startswith("| ")]
-    verdict = next((line for line in quality.splitlines() if line.startswith("Mean ")), None)
-    assert verdict, "QUALITY.md has no 'Mean ..., worst ...' verdict line"
-    assert len(rows) >= 3, f"QUALITY.md has no per-seed table: {rows}"  # header and two seeds at least
-    missing = [line for line in [*rows, verdict] if line not in quoted.splitlines()]
-    assert not missing, f"README.md's Quality section does not quote these lines of QUALITY.md: {missing}"
+    _assert_quoted("Quality", QUALITY, min_rows=3, verdict="Mean ")  # header and two seeds at least
+
+
+DIGITS = README.parent / "benchmarks" / "DIGITS.md"
+
+
+def test_readme_quotes_the_digits_table_of_digits_md():
+    # Likewise for benchmarks/digits_quality.py: the image section's table and verdict are its last run's.
+    _assert_quoted("Images: Real NVP's multi-scale architecture", DIGITS, min_rows=6,  # header and five models
+                   verdict="Image model ")
 
 
 CONDITIONAL = README.parent / "benchmarks" / "CONDITIONAL.md"
@@ -64,10 +80,6 @@ CONDITIONAL = README.parent / "benchmarks" / "CONDITIONAL.md"
 
 def test_readme_quotes_the_table_of_conditional_md():
     # benchmarks/conditional.py's last run: the README's rows must be its rows.
-    quoted = _section(README.read_text(), "Conditional densities")
-    rows = [line for line in CONDITIONAL.read_text().splitlines() if line.startswith("| ")]
-    assert len(rows) >= 3, f"CONDITIONAL.md has no table: {rows}"  # header and the two datasets
-    missing = [line for line in rows if line not in quoted.splitlines()]
-    assert not missing, f"README.md's Conditional densities section does not quote these lines: {missing}"
+    _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3)  # header and the two datasets
     for figure in ("conditional_two_moons.png", "conditional_digits.png"):
         assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure

@@ -15,7 +15,7 @@ from tfp_realnvp.serving_check import run_signature_c, signature_specs
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "saved_models"
 # The versions the repository ships, named: the README's main job exports new versions beside
 # them (saved_models/two_moons/2, ...), which are the user's, not shipped, and have no card.
-SHIPPED = ("digits/1", "two_moons/1")
+SHIPPED = ("digits/1", "digits_multiscale/1", "two_moons/1")
 EXPORTS = [ROOT / name for name in SHIPPED]
 # Machine-readable lines of MODEL_CARD.md, e.g. "- test_data: digits" / "- bits_per_dim: 1.234".
 _FIELD = re.compile(r"^- `?(test_data|nll_nats|bits_per_dim|dequantization_seed)`?: `?([^`\s]+)`?\s*$", re.M)
@@ -53,11 +53,14 @@ def test_shipped_export_reproduces_its_card_in_the_c_loader(export):
         x = (x + rng.uniform(size=x.shape)).astype("float32")
     specs = signature_specs(export)
     assert set(specs) >= {"serving_default", "log_prob", "sample", "forward", "inverse"}
+    # Rows of the dataset, shaped as the export takes them: [n, 64] for the vector model, [n, 8, 8, 1] for images.
+    event_shape = specs["serving_default"]["inputs"]["x"]["shape"][1:]
+    x = x.reshape(-1, *event_shape)
     log_prob = run_signature_c(export, "serving_default", {"x": x})["log_prob"]
     nll = -float(np.mean(log_prob.astype(np.float64)))
     # The card rounds to 4 decimals; float32 sums over a few thousand rows agree to ~1e-5.
     if "bits_per_dim" in fields:
-        measured = nll / (x.shape[1] * math.log(2.0))
+        measured = nll / (math.prod(event_shape) * math.log(2.0))
         assert measured == pytest.approx(float(fields["bits_per_dim"]), abs=1e-3)
     else:
         assert nll == pytest.approx(float(fields["nll_nats"]), abs=1e-3)

@@ -83,9 +83,14 @@ def _all_keras_layers(root: Any) -> list[keras.layers.Layer]:
 
 def _assert_every_layer_tracked(model: FlowModel) -> None:
     tracked = {id(w.value) for w in model.weights}
-    for layer in _all_keras_layers(model.distribution):
+    trained = {id(getattr(v, "value", v)) for v in model.trainable_variables}  # Keras or tf.Variables
+    layers = _all_keras_layers(model.distribution)
+    assert layers, "the flow holds no Keras layer: the walk found nothing to check"
+    for layer in layers:
         missing = [w.name for w in layer.weights if id(w.value) not in tracked]
         assert not missing, f"{layer.name}'s weights {missing} escape the model"
+        untrained = [w.name for w in layer.trainable_weights if id(w.value) not in trained]
+        assert not untrained, f"{layer.name}'s trainable weights {untrained} escape model.trainable_variables"
     assert untracked_variables(model.distribution, model.weights) == []
 
 
@@ -96,6 +101,25 @@ def test_no_layer_of_real_nvp_escapes_the_model(options):
     _assert_every_layer_tracked(model)
     # 3 couplings x (2 dense layers of kernel and bias), plus a tanh scale each.
     assert len(model.trainable_variables) == 3 * 4 + (3 if "log_scale_bound" not in options else 0)
+
+
+@pytest.mark.parametrize("options", [dict(normalization="none"), dict(normalization="batch"),
+                                     dict(normalization="actnorm"),
+                                     dict(normalization="none", conditioner_normalization="batch")],
+                         ids=["none", "batch", "actnorm", "conditioner_batch"])
+def test_no_layer_of_real_nvp_multiscale_escapes_the_model(options):
+    # The image flow's layers sit in couplings, normalizations and a FactorOut's inner chain, and
+    # the batch and act normalizations keep non-trainable state (running statistics, a flag).
+    model = FlowModel(event_shape=(4, 4, 1), flow="real_nvp_multiscale", num_filters=4, num_blocks=1,
+                      num_checkerboard_couplings=1, num_channel_couplings=1, num_final_couplings=1,
+                      standardize=False, **options)
+    _assert_every_layer_tracked(model)
+    layers = keras_layers(model.distribution)
+    assert untracked_layers(model.distribution) == []
+    # Three couplings, each a ResNetConditioner and its tanh scale; a normalization after each.
+    assert len(layers) == 3 * 2 + (3 if options["normalization"] != "none" else 0)
+    expected = sum(len(layer.trainable_weights) for layer in layers)
+    assert len(model.trainable_variables) == expected
 
 
 def test_a_bijector_that_declares_its_layer_is_trained_and_saved(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from tfp_realnvp.choices import BUILTIN_DATASETS
 from tfp_realnvp.data import DataError, load_dataset
-from tfp_realnvp.training import RECIPES, ConfigError, TrainingConfig, best_epoch, fit_flow, split_sizes
+from tfp_realnvp.training import RECIPES, ConfigError, TrainingConfig, best_epoch, fit_flow, recipe_for, split_sizes
 
 # A quick run: two small couplings, no XLA compilation (seconds of it would dominate).
 QUICK = dict(num_train=600, num_test=200, epochs=2, batch_size=128, jit_compile=False,
@@ -39,6 +39,24 @@ def test_recipes_are_data_over_the_defaults():
     # Another flow: the recipe's real_nvp options do not follow it.
     assert TrainingConfig.for_dataset("digits", flow="my_flow").flow_options == {}
     assert TrainingConfig().flow_options == {}  # no recipe: the builder's own defaults
+
+
+def test_a_recipe_holds_settings_for_other_flows():
+    image = TrainingConfig.for_dataset("digits", flow="real_nvp_multiscale")
+    own = RECIPES["digits"]["flows"]["real_nvp_multiscale"]
+    # The image model's own event shape and options, not real_nvp's; the recipe's data settings.
+    assert image.event_shape == (8, 8, 1) and image.flow_options == own["flow_options"]
+    assert "num_couplings" not in image.flow_options
+    assert (image.integer_levels, image.logit_alpha, image.batch_size, image.clipnorm) == (17, 0.05, 128, 1.0)
+    # Options given merge into that flow's; other changes replace fields, as for the recipe's own flow.
+    changed = TrainingConfig.for_dataset("digits", flow="real_nvp_multiscale", epochs=3,
+                                         flow_options={"num_filters": 8})
+    assert changed.flow_options == {**own["flow_options"], "num_filters": 8} and changed.epochs == 3
+    # The recipe's own flow, named or not: no per-flow settings, and "flows" is not a field.
+    assert TrainingConfig.for_dataset("digits", flow="real_nvp") == TrainingConfig.for_dataset("digits")
+    assert TrainingConfig.for_dataset("digits").event_shape is None and "flows" not in recipe_for("digits")
+    assert recipe_for("digits", "my_flow") == {k: v for k, v in RECIPES["digits"].items()
+                                                if k not in ("flows", "flow_options")} | {"flow": "my_flow"}
 
 
 @pytest.mark.parametrize("changes, pattern", [

@@ -21,8 +21,11 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
+    "ActNorm": "tfp_realnvp.bijectors.act_norm",
     "AffineCoupling": "tfp_realnvp.bijectors.affine_coupling",
+    "BatchNormalization": "tfp_realnvp.bijectors.batch_normalization",
     "ConfigError": "tfp_realnvp.training",
+    "FactorOut": "tfp_realnvp.bijectors.factor_out",
     "FlowModel": "tfp_realnvp.model",
     "HoldsConditionKeys": "tfp_realnvp.routing",
     "HoldsKerasLayers": "tfp_realnvp.tracking",
@@ -31,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "PERMUTATIONS": "tfp_realnvp.choices",
     "Preprocessing": "tfp_realnvp.bijectors.preprocessing",
     "RECIPES": "tfp_realnvp.training",
+    "ResNetConditioner": "tfp_realnvp.conditioners.resnet",
+    "Squeeze": "tfp_realnvp.bijectors.squeeze",
     "TanhLogScale": "tfp_realnvp.bounds",
     "TrainingConfig": "tfp_realnvp.training",
     "TrainingResult": "tfp_realnvp.training",
@@ -42,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "keras_layers": "tfp_realnvp.tracking",
     "permutation_indices": "tfp_realnvp.flows.real_nvp",
     "real_nvp": "tfp_realnvp.flows.real_nvp",
+    "real_nvp_multiscale": "tfp_realnvp.flows.multiscale",
     "register_flow": "tfp_realnvp.flows.registry",
     "registered_flows": "tfp_realnvp.flows.registry",
     "route": "tfp_realnvp.routing",

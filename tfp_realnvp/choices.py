@@ -21,7 +21,7 @@ LOG_SCALE_BOUNDS: tuple[str, ...] = ("tanh", "sigmoid", "unbounded")
 PERMUTATIONS: tuple[str, ...] = ("reverse", "random")
 """The permutations `real_nvp` places between couplings; see `permutation_indices`."""
 
-BUILTIN_FLOWS: tuple[str, ...] = ("real_nvp",)
+BUILTIN_FLOWS: tuple[str, ...] = ("real_nvp", "real_nvp_multiscale")
 """The flow builders registered by the package itself; `register_flow` adds a user's."""
 
 BUILTIN_DATASETS: tuple[str, ...] = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "digits")

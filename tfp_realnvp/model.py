@@ -184,7 +184,8 @@ class FlowModel(keras.Model):
       dtype: Passed to `keras.Model`. Defaults to `None`.
       **flow_options: The builder's own options, JSON values; for `"real_nvp"`:
         `num_couplings` (8), `hidden_units` ((128, 128)), `permutation` ("reverse"),
-        `log_scale_bound` ("tanh"), `activation` ("relu"). A random choice
+        `log_scale_bound` ("tanh"), `activation` ("relu"); for `"real_nvp_multiscale"`
+        (events `[H, W, C]`), see `tfp_realnvp.real_nvp_multiscale`. A random choice
         (`permutation="random"`) is drawn once and kept in the config, so a saved model
         rebuilds the same flow.
 

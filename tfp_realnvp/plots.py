@@ -9,7 +9,8 @@ state, no GUI backend: PNGs are rendered by Agg), and `save_figure` writes one t
 * `samples.png`: samples beside data (scatter plots in the same limits, the first two features
   of the flattened event when there are more than two), or for image data (events of shape
   `[H, W]` or `[H, W, 1]`, or integer vectors with a square number of features, such as the
-  8x8 digits) a grid of sampled images beside real ones;
+  8x8 digits) real images beside grids of sampled ones at temperatures 1.0 and 0.7
+  (`IMAGE_TEMPERATURES`), drawn from the same latent draws;
 * `loss.png`: the training and validation NLL per epoch, from a Keras `History.history` dict;
 * `classes.png`: for a model conditioned on one-hot classes (`train --condition-on-label`),
   samples of each class: a row of images per class, or for 2-D data a colour per class.
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASSES_FILE",
     "DENSITY_FILE",
+    "IMAGE_TEMPERATURES",
     "LOSS_FILE",
     "PLOT_FILES",
     "SAMPLES_FILE",
@@ -72,10 +74,14 @@ CLASSES_FILE = "classes.png"
 PLOT_FILES = (DENSITY_FILE, SAMPLES_FILE, LOSS_FILE, CLASSES_FILE)
 """Every file `plot_run` may write."""
 
+IMAGE_TEMPERATURES = (1.0, 0.7)
+"""The temperatures of the sampled image grids: the model's own density, and the more typical
+samples the Real NVP and Glow papers show."""
+
 DPI = 100  # figure sizes below are in inches: pixels = inches * DPI
 _DENSITY_WIDTH = 6.4  # inches; 2-D figures take the height the data's aspect ratio asks for
 _PAIR_WIDTH = 10.0
-_IMAGES_SIZE = (10.0, 5.4)
+_IMAGE_PANEL_WIDTH, _IMAGES_HEIGHT = 4.6, 5.0  # one mosaic; the colour bar takes about 0.8 more
 _LOSS_SIZE = (7.0, 4.5)
 _MAX_POINTS = 2000  # points drawn per scatter plot: more only hides the density
 _IMAGE_GRID = 8  # sampled images per side of the image grid
@@ -259,6 +265,17 @@ def _mosaic(images: np.ndarray, shape: tuple[int, int], per_side: int) -> np.nda
     return mosaic
 
 
+def _temperatures(temperature: float | Sequence[float] | None, images: bool) -> tuple[float, ...]:
+    if temperature is None:
+        return IMAGE_TEMPERATURES if images else (1.0,)
+    values = (temperature,) if isinstance(temperature, (int, float, np.number)) else tuple(temperature)
+    if not values or any(not (isinstance(t, (int, float, np.number)) and t > 0) for t in values):
+        raise ValueError(f"temperature must be a positive number or a sequence of them; got {temperature!r}")
+    if not images and len(values) > 1:
+        raise ValueError(f"scatter plots show samples at one temperature; got {list(values)}")
+    return tuple(float(t) for t in values)
+
+
 def samples_figure(
     model: FlowModel,
     *,
@@ -266,15 +283,16 @@ def samples_figure(
     context: np.ndarray | None = None,
     num_samples: int = _MAX_POINTS,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] | None = None,
     title: str | None = None,
 ) -> Figure:
     """Samples of the model beside the data, in the same limits.
 
     A conditional model samples at the contexts of the data subset shown (the same rows).
 
-    Image models (see `image_shape`) get an 8x8 grid of sampled images beside 64 real images:
-    for integer data the dequantized samples floored back to the integer levels, in grey levels
+    Image models (see `image_shape`) get 64 real images beside an 8x8 grid of sampled images
+    per temperature, all drawn from the same latent draws (scaled by each temperature): for
+    integer data the dequantized samples floored back to the integer levels, in grey levels
     `0 .. integer_levels - 1`. Other models get scatter plots with equal aspect (of the first
     two entries of the flattened event when there are more).
 
@@ -285,48 +303,52 @@ def samples_figure(
       context: A conditional model's context rows, one per data row. Defaults to None.
       num_samples: Samples drawn for the scatter plots. Defaults to 2000.
       seed: Seed of the samples and of the subset of data shown. Defaults to 0.
-      temperature: Standard deviation of the latent normal. Defaults to 1.
+      temperature: Standard deviation of the latent normal: one, or for image models several
+        (a grid each). Defaults to `None`: `IMAGE_TEMPERATURES` (1.0 and 0.7) for images, 1.0
+        for scatter plots.
       title: Figure title. Defaults to a description of the panels.
 
     Raises:
-      ValueError: If `data` does not have the model's event shape, or the context does not
-        fit the model.
+      ValueError: If `data` does not have the model's event shape, the context does not fit
+        the model, or a temperature is not positive (or several are given for a scatter plot).
     """
     d = model.event_size
     data = _rows(model, data)
     if data is not None and context is not None and len(context) != len(data):
         raise ValueError(f"context has {len(context)} rows for {len(data)} data rows; expected one per row")
     shape = image_shape(model)
-    t = f"T={temperature:g}"
+    temperatures = _temperatures(temperature, images=shape is not None)
     if shape is not None:
         levels = model.get_config().get("integer_levels")
         count = _IMAGE_GRID * _IMAGE_GRID
-        samples = _samples(model, count, seed, temperature, _contexts(model, context, count, seed))
+        contexts = _contexts(model, context, count, seed)
         shown_data = _subset(data, count, seed) if data is not None else None
+        panels = [(_samples(model, count, seed, t, contexts), f"Samples (T={t:g})") for t in temperatures]
         if levels:  # dequantized samples, floored back to the integer levels
-            samples = np.clip(np.floor(samples), 0, levels - 1)
+            panels = [(np.clip(np.floor(samples), 0, levels - 1), name) for samples, name in panels]
             value_range, label = (0, levels - 1), f"pixel level (0..{levels - 1})"
         else:  # continuous values: the central 99% of what is shown
-            low, high = np.percentile(samples if shown_data is None else shown_data, [0.5, 99.5])
+            shown = np.concatenate([p[0] for p in panels]) if shown_data is None else shown_data
+            low, high = np.percentile(shown, [0.5, 99.5])
             value_range, label = (float(low), float(max(high, low + 1e-6))), "value"
-        panels = [(samples, f"Samples ({t})")]
         if shown_data is not None:
             panels.insert(0, (shown_data, "Data"))
-        fig = Figure(figsize=_IMAGES_SIZE, dpi=DPI, layout="constrained")
-        axes = fig.subplots(1, 2)
+        fig = Figure(figsize=(_IMAGE_PANEL_WIDTH * len(panels) + 0.8, _IMAGES_HEIGHT), dpi=DPI,
+                     layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(panels)))
         cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="#9ab8d6")  # the gaps between images
         for ax, (images, name) in zip(axes, panels):
-            shown = ax.imshow(_mosaic(images, shape, _IMAGE_GRID), cmap=cmap, vmin=value_range[0],
+            drawn = ax.imshow(_mosaic(images, shape, _IMAGE_GRID), cmap=cmap, vmin=value_range[0],
                               vmax=value_range[1], interpolation="nearest")
-            ax.set_title(f"{name}: {min(len(images), count)} images of {shape[0]}x{shape[1]} pixels")
+            ax.set_title(f"{name}: {min(len(images), count)} of {shape[0]}x{shape[1]}")
             ax.set_xticks([])
             ax.set_yticks([])
-        for ax in axes[len(panels):]:
-            ax.set_axis_off()
-        fig.colorbar(shown, ax=list(axes), label=label, shrink=0.8)
+        fig.colorbar(drawn, ax=list(axes), label=label, shrink=0.8)
         fig.suptitle(title or "Sampled images beside real ones")
         return fig
 
+    (temperature,) = temperatures
+    t = f"T={temperature:g}"
     samples = _samples(model, num_samples, seed, temperature, _contexts(model, context, num_samples, seed))
     shown_data = _subset(data, num_samples, seed) if data is not None else None
     limits = _limits(np.concatenate([shown_data, samples]) if shown_data is not None else samples)
@@ -472,7 +494,7 @@ def plot_run(
     context: np.ndarray | None = None,
     history: Mapping[str, Sequence[float]] | None = None,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] | None = None,
     title: str | None = None,
 ) -> list[pathlib.Path]:
     """Writes every figure that fits the model into `directory` (created if missing); returns their paths.
@@ -480,7 +502,9 @@ def plot_run(
     `density.png` for models of 2-D vectors (a conditional one's when its data have at most 16
     distinct contexts), `samples.png` always (a conditional model's needs the data's
     `context`), `loss.png` when `history` has losses, `classes.png` for a model conditioned on
-    one-hot classes. `title` (e.g. the dataset's name) prefixes each figure's title.
+    one-hot classes. `title` (e.g. the dataset's name) prefixes each figure's title;
+    `temperature` is `samples_figure`'s (by default 1.0 and 0.7 for images, 1.0 otherwise);
+    `classes.png` uses the first.
 
     Raises:
       FileExistsError: If one of the files exists already (nothing is overwritten).
@@ -507,7 +531,8 @@ def plot_run(
     if draw_loss:
         figures.append((LOSS_FILE, loss_figure(history, title=f"{prefix}training curves")))
     if draw_classes:
-        figures.append((CLASSES_FILE, classes_figure(model, seed=seed, temperature=temperature,
+        first = _temperatures(temperature, images=True)[0]
+        figures.append((CLASSES_FILE, classes_figure(model, seed=seed, temperature=first,
                                                      title=f"{prefix}samples by class, a row per class"
                                                      if image_shape(model) is not None and title else None)))
     directory.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ log lines left out).
 writes into its own directory (`runs/<dataset>-<time>` unless `--output` says otherwise):
 `model.keras`, `settings.json` (the configuration: `train --config` repeats the run),
 `run.json` (the command, versions and data rows), `history.json`, `metrics.json` and the PNG
-figures of `plots.py`, then exports a new SavedModel version under `saved_models/<dataset>/`.
+figures of `plots.py`, then exports a new SavedModel version under `saved_models/<dataset>/`
+(`saved_models/<dataset>_<flow>/` for a flow other than the recipe's).
 
 Errors in what the user gave (a missing or malformed data file or configuration, an output
 that already holds results, an existing export version, data whose feature count the model

@@ -25,7 +25,7 @@ from tfp_realnvp import files
 from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
 from tfp_realnvp.cli.quiet import import_tensorflow
 from tfp_realnvp.files import write_new
-from tfp_realnvp.training import TrainingConfig
+from tfp_realnvp.training import EVAL_BATCH, TrainingConfig, recipe_for
 
 __all__ = [
     "CommandError",
@@ -34,6 +34,7 @@ __all__ = [
     "MODEL_FILE",
     "RUN_FILE",
     "SETTINGS_FILE",
+    "default_export_dir",
     "evaluate",
     "export",
     "inspect",
@@ -249,6 +250,20 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def default_export_dir(config: TrainingConfig) -> str:
+    """`saved_models/<dataset>`, or `saved_models/<dataset>_<flow>` for a flow other than the recipe's.
+
+    One TF Serving base directory holds versions of one model: an image model of digits (inputs
+    `[n, 8, 8, 1]`) does not become the next version of the vector model's `saved_models/digits`
+    (inputs `[n, 64]`), whose clients it would break. The flow's name drops a `real_nvp_` prefix:
+    `saved_models/digits_multiscale`.
+    """
+    name = _dataset_slug(config.dataset)
+    if config.flow != recipe_for(config.dataset)["flow"]:
+        name += "_" + _dataset_slug(config.flow.removeprefix("real_nvp_"))
+    return os.path.join("saved_models", name)
+
+
 def _check_export_dir(path: str) -> None:
     base = pathlib.Path(path)
     if base.exists() and not base.is_dir():
@@ -358,7 +373,7 @@ def train(args: argparse.Namespace) -> int:
                else _new_run_dir(config.dataset))
     export_dir = None
     if not args.no_export:
-        export_dir = args.export_dir or os.path.join("saved_models", _dataset_slug(config.dataset))
+        export_dir = args.export_dir or default_export_dir(config)
         _check_export_dir(export_dir)
     elif args.export_dir:
         raise CommandError("--export-dir and --no-export contradict each other; give one of them")

@@ -88,6 +88,21 @@ def _int_list(example: str, what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def _float_list(example: str, what: str, accept: Callable[[float], bool]) -> Callable[[str], list[float]]:
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(part) for part in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(v) and accept(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} such as {example}, got {text!r}")
+        return values
+
+    return parse
+
+
+_temperatures = _float_list("1,0.7", "positive numbers", lambda v: v > 0)
+_floats = _float_list("1,0,0.5", "finite numbers", lambda v: True)  # --context values
 _hidden_units = _int_list("128,128", "layer widths")
 _event_shape = _int_list("8,8,1", "sizes")
 
@@ -108,35 +123,35 @@ def _columns(text: str) -> list[int | str]:
     return columns
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers such as 1,0,0.5, got {text!r}")
-    return values
-
-
 def _recipe_table() -> str:
+    """The recipes as a table: a row per recipe, and one per flow a recipe has settings for, whose
+    flow options (not the columns' real_nvp ones) are listed under the table."""
     keys = ["flow", "num_couplings", "hidden_units", "permutation", "epochs", "batch_size", "learning_rate",
             "validation_split", "patience"]
     heads = ["recipe", "flow", "couplings", "hidden", "permutation", "epochs", "batch", "lr", "val", "patience",
              "preprocessing"]
-    rows = [heads]
+    rows, notes = [heads], []
     for name in RECIPES:
-        config = TrainingConfig.for_dataset(name if name != "file" else "csv:data.csv")
-        values = {**config.to_dict(), **config.flow_options}
-        cells = []
-        for key in keys:
-            value = values.get(key, "-")  # an option another flow does not have
-            cells.append(",".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
-                         if isinstance(value, float) else str(value))
-        preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
-            f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
-        rows.append([name, *cells, ", ".join(preprocessing) or "-"])
+        dataset = name if name != "file" else "csv:data.csv"
+        for flow in (None, *RECIPES[name].get("flows", {})):
+            config = TrainingConfig.for_dataset(dataset, **({"flow": flow} if flow else {}))
+            values = {**config.to_dict(), **config.flow_options}
+            cells = []
+            for key in keys:
+                value = values.get(key, "-")  # an option another flow does not have
+                cells.append(",".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
+                             if isinstance(value, float) else str(value))
+            preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
+                f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
+            rows.append([name, *cells, ", ".join(preprocessing) or "-"])
+            if flow:
+                shape = f"event shape {','.join(map(str, config.event_shape))}; " if config.event_shape else ""
+                options = ", ".join(f"{k} {v}" for k, v in config.flow_options.items())
+                notes.append(f"  {name} with --flow {flow}: {shape}{options}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
-    return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    table = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(table + ([""] + [textwrap.fill(note, 88, subsequent_indent="    ") for note in notes]
+                               if notes else []))
 
 
 def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, train: bool) -> None:
@@ -213,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  run.json        the command that repeats the run, versions and data rows\n"
             "  metrics.json    final NLL (and bits/dim);  history.json  per-epoch losses\n"
             "  density.png     2-D data: the learned density with the data over it\n"
-            "  samples.png     samples beside data (digits: sampled images beside real ones)\n"
+            "  samples.png     samples beside data (digits: real ones beside samples at T = 1, 0.7)\n"
             "  loss.png        training and validation curves",
             "then export the model as a new SavedModel version under --export-dir.",
             "Options left out come from --config, else from the dataset's recipe ('file' for csv:/npy: "
@@ -275,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output", metavar="DIR",
                      help="run directory; must not already hold results (default: runs/<dataset>-<date>-<time>)")
     out.add_argument("--export-dir", metavar="DIR",
-                     help="export a new SavedModel version DIR/<N> (default: saved_models/<dataset>)")
+                     help="export a new SavedModel version DIR/<N> (default: saved_models/<dataset>, or "
+                          "saved_models/<dataset>_<flow> for a flow other than the recipe's, e.g. "
+                          "saved_models/digits_multiscale)")
     out.add_argument("--no-export", action="store_true", help="do not export a SavedModel")
 
     # evaluate -------------------------------------------------------------------------------------
@@ -369,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "the model, if present)")
     plot.add_argument("--seed", type=_non_negative_int, default=None,
                       help="seed of the samples and the data (default: the run's, else 0)")
-    plot.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
-                      help="standard deviation of the latent normal for the samples (default: 1)")
+    plot.add_argument("--temperature", type=_temperatures, default=None, metavar="T[,T...]",
+                      help="standard deviation of the latent normal for the samples; images take several, a "
+                           "grid each (default: 1,0.7 for images, else 1)")
     return parser

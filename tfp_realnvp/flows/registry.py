@@ -16,9 +16,10 @@ a random choice (`real_nvp`'s `permutation="random"`) registers `resolve_options
 the options with that choice made explicit (the permutation indices), so a saved model rebuilds
 exactly, whatever numpy's random streams do in a later version.
 
-The package registers `real_nvp` (and the names in `tfp_realnvp.choices.BUILTIN_FLOWS`);
-`register_flow` adds a user's. The registry holds names and functions only; the built-in
-builders' modules (which import TensorFlow) are imported when a flow is first looked up.
+The package registers `real_nvp` and `real_nvp_multiscale` (the names in
+`tfp_realnvp.choices.BUILTIN_FLOWS`); `register_flow` adds a user's. The registry holds names and
+functions only; the built-in builders' modules (which import TensorFlow) are imported when a
+flow is first looked up.
 
 Example:
 
@@ -132,13 +133,15 @@ def flow_builder(name: str) -> FlowBuilder:
 
 
 def registered_flows() -> tuple[str, ...]:
-    """The registered names: the built-in ones first, then the user's in registration order."""
+    """The registered names: the built-in ones first (in `BUILTIN_FLOWS`' order, whatever order their
+    modules were imported in), then the user's in registration order."""
     _load_builtins()
-    return tuple(_REGISTRY)
+    return tuple(name for name in BUILTIN_FLOWS if name in _REGISTRY) + tuple(
+        name for name in _REGISTRY if name not in BUILTIN_FLOWS)
 
 
 # The module that registers each built-in flow when imported (which imports TensorFlow).
-_BUILTIN_MODULES = {"real_nvp": "tfp_realnvp.flows.real_nvp"}
+_BUILTIN_MODULES = {"real_nvp": "tfp_realnvp.flows.real_nvp", "real_nvp_multiscale": "tfp_realnvp.flows.multiscale"}
 assert set(_BUILTIN_MODULES) == set(BUILTIN_FLOWS), "every built-in flow has a module"
 
 

@@ -135,7 +135,7 @@ class FlowModel(keras.Model):
         (automatically at the first `fit`, or with `adapt`). Defaults to `True`.
       integer_levels: Number of levels of integer data (e.g. 17 for 8x8 digits); turns on
         dequantization and `bits_per_dim`. Defaults to `None`.
-      logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1]`.
+      logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
       context_size: For a conditional density `p(x | context)`: the number of context

@@ -96,7 +96,7 @@ class TrainingConfig:
         Defaults to `True`.
       integer_levels: Integer data in `0..levels-1`: dequantize and report bits/dim.
         Defaults to `None`: the dataset's own (17 for digits), else continuous.
-      logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1]`.
+      logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
 

@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fit a per-feature mean and standard deviation on the training rows "
                            "(default: recipe)")
     flow.add_argument("--logit-alpha", type=_fraction, metavar="A",
-                      help="apply logit(A + (1 - A) v) to data scaled to [0, 1] (default: recipe)")
+                      help="apply logit(A + (1 - A) v) to data scaled to [0, 1) (default: recipe)")
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive_int, metavar="N", help="maximum epochs (default: recipe)")
     fit.add_argument("--batch-size", type=_positive_int, metavar="N", help="rows per step (default: recipe)")

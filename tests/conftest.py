@@ -12,8 +12,17 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, settings
 
 from tfp_realnvp import AffineCoupling, MLPConditioner, checkerboard_mask
+
+# Property tests (tests/test_properties.py): the same examples on every run, no deadline (a
+# first call traces TensorFlow functions), no example database left in the checkout.
+settings.register_profile(
+    "tfp_realnvp", deadline=None, derandomize=True, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("tfp_realnvp")
 
 # Tolerances, with their reasons.
 # float32 round trip through one coupling: exp(s) and exp(-s) with |s| ~ 1 lose a few ulps

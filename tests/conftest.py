@@ -93,6 +93,15 @@ def randomize(coupling_or_dist, seed: int = 0, scale: float = 0.4) -> None:
         v.assign(scale * rng.standard_normal(v.shape).astype(v.dtype.as_numpy_dtype))
 
 
+def small_fitted_model():
+    """A small FlowModel over 2-D rows, its standardisation fitted: what file and CLI tests save."""
+    from tfp_realnvp import FlowModel
+
+    model = FlowModel(2, num_couplings=2, hidden_units=(8,), seed=1)
+    model.adapt(np.random.default_rng(0).standard_normal((200, 2)))
+    return model
+
+
 @pytest.fixture(params=sorted(VARIANTS), ids=sorted(VARIANTS))
 def variant(request) -> Variant:
     return VARIANTS[request.param]

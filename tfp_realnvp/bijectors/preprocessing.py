@@ -183,6 +183,8 @@ class Preprocessing(keras.layers.Layer):
             raise ValueError(f"expected data of shape [{expected}]; got shape {x.shape}")
         if not np.all(np.isfinite(x)):
             raise ValueError("data has NaN or infinite values; expected finite values")
+        if x.size == 0:  # no range to check
+            return
         if self.integer_levels is not None:
             if x.min() < 0 or x.max() > self.integer_levels - 1:
                 raise ValueError(
@@ -206,8 +208,8 @@ class Preprocessing(keras.layers.Layer):
           max_batches: With a dataset, read at most this many batches. Defaults to `None`.
 
         Raises:
-          ValueError: If the data have the wrong shape, or values outside the preprocessing's
-            range.
+          ValueError: If the data have no rows, the wrong shape, or values outside the
+            preprocessing's range.
         """
         if isinstance(data, tf.data.Dataset):
             batches = []
@@ -221,6 +223,9 @@ class Preprocessing(keras.layers.Layer):
                 batches.append(np.asarray(batch))
             data = np.concatenate(batches, axis=0)
         data = np.asarray(data)
+        if data.size == 0:  # np.mean of nothing is NaN: the statistics would be NaN, and every log_prob
+            raise ValueError(f"adapt got no rows (shape {data.shape}); expected at least one training example to "
+                             "fit the standardisation")
         self.check(data)
         if self.integer_levels is not None:
             data = data + 0.5  # cell centres: the dequantized data's mean

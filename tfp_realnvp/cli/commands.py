@@ -152,6 +152,8 @@ def _load_model(model_path: pathlib.Path) -> Any:
         model = keras.models.load_model(model_path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Keras's first sentence says what failed; the rest of its line can be the whole config.
+        first = re.split(r"(?<=[.!]) (?=[A-Z])", first, maxsplit=1)[0].rstrip(".")
         raise CommandError(
             f"cannot load {model_path}: {first} (expected a model saved by 'tfp-realnvp train')"
         ) from None

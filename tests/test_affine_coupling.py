@@ -247,6 +247,13 @@ def _keras_conditioner(dtype):
     return conditioner
 
 
+def test_a_plain_callable_sees_the_event_size_checked_on_the_first_call():
+    # Its bound's layer is made at the first call; the event size is still checked there.
+    coupling = AffineCoupling(_plain_conditioner, num_masked=1, event_shape=(3,))
+    with pytest.raises(ValueError, match="event size 4 does not match the coupling's 3"):
+        coupling.forward(tf.zeros([2, 4]))
+
+
 @pytest.mark.parametrize("bound", ["tanh", "sigmoid", "unbounded"])
 @pytest.mark.parametrize("kind", ["keras_layer", "plain_callable"])
 def test_every_bound_follows_the_input_dtype(bound, kind, dtype):

@@ -296,3 +296,11 @@ def test_module_imports_neither_tensorflow_nor_the_flow_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_c_loader_times_repeated_calls(loader, keras_export):
+    inputs = {"x": np.ones((4, 3), np.float32)}
+    timings = serving_check.time_signature_c(keras_export, "serving_default", inputs, repeats=25)
+    assert timings.shape == (25,) and np.all(timings > 0) and np.all(timings < 5.0)  # seconds per call
+    with pytest.raises(ValueError, match="repeats must be a positive integer; got 0"):
+        serving_check.time_signature_c(keras_export, "serving_default", inputs, repeats=0)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp import FlowModel, real_nvp
+from tfp_realnvp import AffineCoupling, FlowModel, real_nvp
 from tfp_realnvp.flows import register_flow
 from tfp_realnvp.tracking import HoldsKerasLayers, keras_layers, parts, untracked_layers, untracked_variables
 
@@ -118,6 +118,40 @@ def test_a_bijector_that_hides_a_layer_is_refused():
     with pytest.raises(TypeError, match=r"holds Keras layers that its bijectors do not list in keras_layers: "
                                         r"learned_shift\._layer \(learned_shift_layer\)"):
         FlowModel(2, flow="test_undeclared_shift", num_couplings=2)
+
+
+class _Holder:
+    """A plain helper object, as a bijector might keep its network in."""
+
+    def __init__(self) -> None:
+        self.network = keras.layers.Dense(2, name="hidden_in_a_helper")
+
+
+def test_a_layer_hidden_in_a_helper_object_is_refused():
+    flow = real_nvp(2, num_couplings=1, hidden_units=(4,))
+    shift = _LearnedShift(2, name="helped_shift")
+    shift._helper = _Holder()  # pylint: disable=protected-access
+    nested = tfd.TransformedDistribution(flow.distribution, tfb.Chain([shift, flow.bijector]))
+    assert [(owner, attribute, layer.name) for owner, attribute, layer in untracked_layers(nested)] == [
+        ("helped_shift", "_helper", "hidden_in_a_helper")]
+
+
+def test_a_plain_callable_conditioner_holding_layers_is_refused():
+    class Conditioner:  # not a Keras layer: a keras.Model would never see its Dense
+        def __init__(self):
+            self.dense = keras.layers.Dense(2, kernel_initializer="zeros", name="plain_conditioner_dense")
+
+        def __call__(self, x1):
+            shift, log_scale = tf.split(self.dense(x1), 2, axis=-1)
+            return shift, log_scale
+
+    def build(event_shape, *, seed, dtype):
+        coupling = AffineCoupling(Conditioner(), num_masked=1, event_shape=event_shape, name="plain_coupling")
+        return tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), event_shape), coupling)
+
+    register_flow("test_plain_conditioner", build, replace=True)
+    with pytest.raises(TypeError, match=r"plain_coupling\._conditioner \(plain_conditioner_dense\)"):
+        FlowModel(2, flow="test_plain_conditioner")
 
 
 def test_a_variable_outside_any_layer_is_refused():

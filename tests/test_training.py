@@ -98,9 +98,12 @@ def test_fit_flow_loads_builds_fits_and_evaluates():
     assert len(result.history["loss"]) == result.epochs_run == 2 and not result.stopped_early
     # The reported test NLL is the model's own on the test rows.
     test = load_dataset("two_moons", num_train=600, num_test=200).test
+    # Keras's float32 Mean over batches of 4096 against one float32 mean of the compiled log_prob.
     assert result.metrics["test"]["nll"] == pytest.approx(-np.mean(result.model.log_prob(test)), rel=1e-5)
     # Again, the same configuration: the same run.
     again = fit_flow(config, verbose=0)
+    # Same seed, data, ops and threads: repeats have been bit-identical here; 1e-6 leaves room for
+    # float32 sums taken in another order.
     assert again.metrics["test"]["nll"] == pytest.approx(result.metrics["test"]["nll"], rel=1e-6)
 
 
@@ -113,7 +116,7 @@ def test_restarts_keep_the_lowest_training_nll_and_jitter_runs():
     assert seeds == [0, 1]
     kept = min(result.candidates, key=lambda c: c["train_nll"])
     assert result.metrics["train"]["nll"] == kept["train_nll"] and "validation" not in result.metrics
-    assert result.metrics["test"]["nll"] == pytest.approx(kept["test_nll"], rel=1e-6)
+    assert result.metrics["test"]["nll"] == kept["test_nll"]  # the kept candidate's own evaluation
     assert result.candidates[0]["train_nll"] != result.candidates[1]["train_nll"]
 
 

@@ -22,7 +22,9 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     "AffineCoupling": "tfp_realnvp.bijectors.affine_coupling",
+    "ConfigError": "tfp_realnvp.training",
     "FlowModel": "tfp_realnvp.model",
+    "HoldsConditionKeys": "tfp_realnvp.routing",
     "HoldsKerasLayers": "tfp_realnvp.tracking",
     "LOG_SCALE_BOUNDS": "tfp_realnvp.choices",
     "MLPConditioner": "tfp_realnvp.conditioners.mlp",
@@ -31,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "RECIPES": "tfp_realnvp.training",
     "TanhLogScale": "tfp_realnvp.bounds",
     "TrainingConfig": "tfp_realnvp.training",
+    "TrainingResult": "tfp_realnvp.training",
     "channel_mask": "tfp_realnvp.masks",
     "checkerboard_mask": "tfp_realnvp.masks",
     "coupling_layers": "tfp_realnvp.flows.real_nvp",

@@ -69,6 +69,8 @@ class CompileNotice(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._started is not None and not self._done:
             steps = getattr(self.model, "steps_per_execution", 1) or 1
+            if (self.params or {}).get("steps"):  # an epoch shorter than a call
+                steps = min(steps, self.params["steps"])
             seconds = time.perf_counter() - self._started
             self._print(f"Compiled; the first call ({steps} step{'s' * (steps > 1)}) took {seconds:.1f} s.")
             self._done = True

@@ -56,6 +56,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfp_realnvp import __version__
 from tfp_realnvp.files import publish_version
 from tfp_realnvp.model import FlowModel
 
@@ -157,30 +158,21 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
         tf.TensorSpec([], tf.int64, name="seed"),
         tf.TensorSpec([], dtype, name="temperature"),
     ]
-    if not size:
-        return {
-            "serving_default": (lambda x: log_prob_of(x), [batch("x")]),
-            "log_prob": (lambda x: log_prob_of(x), [batch("x")]),
-            "sample": (lambda n, seed, t: sample_of(n, seed, t), sample_specs),
-            "forward": (lambda z: forward_of(z), [batch("z")]),
-            "inverse": (lambda x: inverse_of(x), [batch("x")]),
-        }
-    # A conditional model: every signature takes the context [n, C] beside its other inputs.
-    context = tf.TensorSpec([None, size], dtype, name="context")
+    # A conditional model: every signature takes the context [n, C] beside its other inputs
+    # (an unconditional one leaves the functions' `context=None` default).
+    context = [tf.TensorSpec([None, size], dtype, name="context")] if size else []
     return {
-        "serving_default": (log_prob_of, [batch("x"), context]),
-        "log_prob": (log_prob_of, [batch("x"), context]),
-        "sample": (sample_of, [*sample_specs, context]),
-        "forward": (forward_of, [batch("z"), context]),
-        "inverse": (inverse_of, [batch("x"), context]),
+        "serving_default": (log_prob_of, [batch("x"), *context]),
+        "log_prob": (log_prob_of, [batch("x"), *context]),
+        "sample": (sample_of, [*sample_specs, *context]),
+        "forward": (forward_of, [batch("z"), *context]),
+        "inverse": (inverse_of, [batch("x"), *context]),
     }
 
 
 def _flow_config(model: FlowModel) -> dict[str, Any]:
-    import tfp_realnvp  # at call time: tfp_realnvp/__init__ imports this module
-
     return {
-        "tfp_realnvp_version": tfp_realnvp.__version__,
+        "tfp_realnvp_version": __version__,
         "config": model.get_config(),
         "signatures": list(SIGNATURE_KEYS),
     }

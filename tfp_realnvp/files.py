@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 
 __all__ = [
+    "TEMP_PREFIX",
     "check_new",
     "publish_version",
     "replace",
@@ -62,9 +63,10 @@ def write_new(path: str | os.PathLike[str], write: Callable[[pathlib.Path], obje
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         write(partial)
-        os.link(partial, path)  # fails if `path` appeared meanwhile
-    except FileExistsError:
-        raise _exists(path) from None
+        try:
+            os.link(partial, path)  # fails if `path` appeared meanwhile
+        except FileExistsError:
+            raise _exists(path) from None
     finally:
         partial.unlink(missing_ok=True)
     return path
@@ -152,17 +154,16 @@ def publish_version(
         write(temp)
         _fsync_tree(temp)
         for _ in range(_MAX_RENAME_ATTEMPTS):
+            if version is not None:
+                _raise_if_taken(base_dir, version)  # taken while `write` ran
             target = max(versions(base_dir), default=0) + 1 if version is None else version
-            _raise_if_taken(base_dir, target)
             final = base_dir / str(target)
             try:
                 os.rename(temp, final)  # atomic; fails if `final` appeared and is not empty
             except OSError:
                 if not final.exists():
                     raise
-                if version is not None:
-                    _raise_if_taken(base_dir, version)
-                continue  # another writer took this number: take the next
+                continue  # another writer took this number: take the next (or fail, for a given one)
             _fsync_dir(base_dir)
             return final
         raise FileExistsError(

@@ -1,4 +1,16 @@
-"""FlowModel: a flow density as a Keras 3 model, trained with `model.fit`."""
+"""FlowModel: a flow density as a Keras 3 model, trained with `model.fit`.
+
+With `g` the flow's bijector (base to data, TFP's generative direction, preprocessing
+included), `p_z` its base distribution and `f = g^{-1}`:
+
+```none
+log p(x) = log p_z(f(x)) + log|det df/dx|          (log_prob, call; the loss is its negative mean)
+x = g(T * z),  z ~ p_z                             (sample, at temperature T)
+```
+
+A conditional model evaluates both at a context `c`: `f(x; c)`, `g(z; c)`, every coupling's
+conditioner seeing `c`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
+from tfp_realnvp.compiled import Bucketed
 from tfp_realnvp.flows.registry import flow_builder
 from tfp_realnvp.routing import condition_keys, route
 from tfp_realnvp.tracking import keras_layers, untracked_layers, untracked_variables
@@ -76,6 +89,30 @@ def _numbers(x: Any, what: str) -> Any:
     if not ok:
         raise TypeError(f"{what} takes numbers; got dtype {dtype.name if isinstance(dtype, tf.DType) else dtype}")
     return x
+
+
+class _Compiled:
+    """A model's eager `log_prob` and sampling flow, compiled with XLA per shape class."""
+
+    def __init__(self, model: FlowModel) -> None:
+        distribution = model.distribution
+
+        # The context comes checked and broadcast to the batch (FlowModel._check_context).
+        def log_prob(x: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.log_prob(x, bijector_kwargs=route(distribution.bijector, training=False,
+                                                                  context=context))
+
+        def forward(z: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+            return distribution.bijector.forward(z, **route(distribution.bijector, training=False, context=context))
+
+        self.log_prob = Bucketed(log_prob)
+        self.forward = Bucketed(forward)
+
+
+def _batched(x: tf.Tensor, event_shape: tuple[int, ...]) -> bool:
+    """Whether `x` is an eager, non-empty batch `[n, *event_shape]`, which the compiled calls take."""
+    return (tf.executing_eagerly() and not isinstance(x, tf.Variable) and x.shape.rank == len(event_shape) + 1
+            and bool(x.shape[0]))
 
 
 def _batch_size(x: tf.Tensor) -> int | tf.Tensor:
@@ -252,6 +289,8 @@ class FlowModel(keras.Model):
                 f"(see tfp_realnvp.routing); expected a builder whose couplings are conditioned on context_size="
                 f"{context_size} features, as real_nvp's are"
             )
+        self._compiled = None  # the pass below builds layers: plain eager calls
+        self._eager_xla = True  # compile(jit_compile=False) turns the compiled eager calls off too
         # Layers built at their first call (a conditioner given no input shape, a tanh bound
         # taking a plain callable's dtype) exist after one pass.
         self.log_prob(tf.zeros((1, *shape), flow_dtype),
@@ -274,6 +313,7 @@ class FlowModel(keras.Model):
                 "lists in keras_layers (see tfp_realnvp.tracking)"
             )
         self._noise = keras.random.SeedGenerator(seed, name="dequantization_noise")
+        self._compiled = _Compiled(self)
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bits_tracker = keras.metrics.Mean(name="bits_per_dim") if integer_levels else None
         self.built = True
@@ -313,6 +353,12 @@ class FlowModel(keras.Model):
         """`log p(x)`, or `log p(x | context)` for inputs `{"x": x, "context": c}`."""
         x, context = _split_inputs(inputs)
         return self.log_prob(x, context=context, training=bool(training))
+
+    def _compiles(self) -> bool:
+        """Whether eager calls run compiled: not under `compile(jit_compile=False)` or
+        `run_eagerly=True`, nor with several replicas (XLA cannot reach their variables)."""
+        return (self._compiled is not None and self._eager_xla and not getattr(self, "run_eagerly", False)
+                and _num_replicas() == 1)
 
     def _check_context(self, context: Any, batch_size: Any) -> tf.Tensor | None:
         """The context as `[batch_size, context_size]` (one row shared by all), or None.
@@ -378,9 +424,16 @@ class FlowModel(keras.Model):
         Raises:
           ValueError: For examples of another event shape, or a context that does not fit (see
             `context_size`).
+          TypeError: For examples that are not numbers (strings, objects).
         """
         x = tf.cast(_numbers(x, "log_prob"), self.flow_dtype)
         self.check_event_shape(x)
+        if self.context_size and x.shape.rank != len(self._event) + 1:
+            raise ValueError(f"a conditional model's examples are a batch [n, {', '.join(map(str, self._event))}] "
+                             f"beside a context [n, {self.context_size}]; got examples of shape {tuple(x.shape)}")
+        if self._compiles() and not training and _batched(x, self._event):
+            # Called eagerly, as users call it: one XLA program per shape class (compiled.py).
+            return self._compiled.log_prob(x, self._check_context(context, x.shape[0]))
         kwargs = self.bijector_kwargs(_batch_size(x), context=context, training=training)
         return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
@@ -413,10 +466,12 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_samples must be >= 0; got {num_samples}")
         if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
-        kwargs = self.bijector_kwargs(num_samples, context=context)
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
-        return self._distribution.bijector.forward(z, **kwargs)
+        if self._compiles() and isinstance(z, tf.Tensor) and _batched(z, self._event):
+            # The draw stays TensorFlow's own (XLA draws other numbers for a seed); the flow is compiled.
+            return self._compiled.forward(z, self._check_context(context, z.shape[0]))
+        return self._distribution.bijector.forward(z, **self.bijector_kwargs(num_samples, context=context))
 
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
@@ -441,7 +496,8 @@ class FlowModel(keras.Model):
         Args:
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
-          jit_compile: Whether to compile the training and evaluation steps with XLA.
+          jit_compile: Whether to compile the training and evaluation steps, and the eager
+            `log_prob`/`sample` calls, with XLA.
             `"auto"` (the default) means yes, also on CPU (where Keras's own `"auto"` means
             no), except under a distribution strategy with several replicas, where XLA is off
             (it cannot reach variables on other devices); `True` is also turned off there.
@@ -469,9 +525,16 @@ class FlowModel(keras.Model):
             jit_compile = False
         elif jit_compile == "auto":
             jit_compile = DEFAULT_JIT_COMPILE
+        self._eager_xla = bool(jit_compile)
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
         )
+        # The optimizer's slots made now, not in the first training step: a tf.function that
+        # creates variables is traced twice (TF then retraces without creating them), which cost
+        # half the first step's seconds.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         # keras.Model skips this for models that override compile(); ours keeps the

@@ -219,7 +219,8 @@ def density_figure(
     if tuple(model.event_shape) != (2,):
         raise ValueError(f"a density plot needs 2-D data; the model's event shape is {tuple(model.event_shape)}")
     data = _rows(model, data)
-    mixture = _mixture(_contexts(model, context, len(context), seed) if model.context_size else context)
+    _contexts(model, context, 1, seed)  # a conditional model needs its context, an unconditional none
+    mixture = _mixture(context)
     reference = data if data is not None and len(data) else _samples(model, 5000, seed, 1.0,
                                                                        _contexts(model, context, 5000, seed))
     limits = _limits(reference)

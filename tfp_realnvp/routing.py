@@ -70,8 +70,7 @@ def route(bijector: tfb.Bijector, **kwargs: Any) -> dict[str, Any]:
 
     Raises:
       ValueError: If two parts of one composition that take keywords share a name (TFP routes
-        by name, so both would get the same), or a bijector that declares keys is not reachable
-        by name.
+        by name, so both would get the same).
     """
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     if not kwargs:

@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -102,8 +104,34 @@ def keras_layers(flow: tfb.Bijector | tfd.Distribution) -> list[keras.layers.Lay
     return list(found.values())
 
 
+_HELPER_DEPTH = 3  # plain objects followed from a bijector's attributes, at most this deep
+# Not helpers: TensorFlow's own objects, classes and functions (a plain-callable conditioner
+# object is a helper: it may hold layers).
+_NOT_HELPERS = (tf.Module, tf.Variable, tf.Tensor, type, types.FunctionType, types.MethodType,
+                types.BuiltinFunctionType, types.ModuleType, functools.partial)
+
+
+def _held_layers(value: Any, depth: int, seen: set[int]) -> Iterator[keras.layers.Layer]:
+    """The Keras layers in `value`: itself, in its containers, or in the attributes of plain helper
+    objects (not tf.Modules, tensors or other TFP or Keras objects), `depth` levels down."""
+    for item in _children(value):
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, keras.layers.Layer):
+            yield item
+        elif (depth > 0 and hasattr(item, "__dict__") and not isinstance(item, _NOT_HELPERS)
+              and type(item).__module__.split(".")[0] not in ("tensorflow", "keras", "numpy")):
+            for name, attribute in vars(item).items():
+                if not name.startswith("_self_"):
+                    yield from _held_layers(attribute, depth - 1, seen)
+
+
 def untracked_layers(flow: tfb.Bijector | tfd.Distribution) -> list[tuple[str, str, keras.layers.Layer]]:
     """Keras layers kept in the attributes of the flow's objects that `keras_layers` does not find.
+
+    The attributes are searched through lists, tuples, dicts and plain helper objects (three
+    levels deep), where a layer would be as invisible to a `keras.Model` as anywhere else.
 
     Returns:
       `(object name, attribute, layer)` for each; an empty list when every layer is declared.
@@ -114,10 +142,10 @@ def untracked_layers(flow: tfb.Bijector | tfd.Distribution) -> list[tuple[str, s
         for attribute, value in vars(node).items():
             if attribute.startswith("_self_"):  # tf.Module's own bookkeeping, which lists the others again
                 continue
-            for item in _children(value):
-                if isinstance(item, keras.layers.Layer) and id(item) not in declared:
-                    missing.append((node.name, attribute, item))
-                    declared.add(id(item))
+            for layer in _held_layers(value, _HELPER_DEPTH, set()):
+                if id(layer) not in declared:
+                    missing.append((node.name, attribute, layer))
+                    declared.add(id(layer))
     return missing
 
 

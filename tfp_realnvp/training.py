@@ -45,11 +45,14 @@ if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
 
 __all__ = [
+    "EVAL_BATCH",
     "RECIPES",
     "ConfigError",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
+    "evaluate",
+    "recipe_name",
     "context_columns",
     "context_size",
     "examples",
@@ -368,7 +371,7 @@ class TrainingResult:
     @property
     def monitor(self) -> str:
         """The loss early stopping watched: `val_loss`, or `loss` without a validation split."""
-        return "val_loss" if self.config.validation_split else "loss"
+        return _monitor(self.config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +420,9 @@ def fit_flow(
     Returns:
       A `TrainingResult`.
 
+    Each restart first calls `keras.utils.set_random_seed` with its seed (Python's, numpy's and
+    TensorFlow's global generators: the shuffling order), as a Keras script would.
+
     Raises:
       ConfigError: If the flow cannot be built from the configuration, or the validation split
         leaves no training or no validation row.
@@ -459,7 +465,7 @@ def fit_flow(
             raise stream_error(error) from None
         except ValueError as error:
             raise DataError(f"training data of {data.name} do not fit the flow: {error}") from None
-        if not data.streamed:
+        if j == 0 and not data.streamed:  # the preprocessing's range does not depend on the seed
             try:
                 model.preprocessing.check(examples(config, data, "test")[0])
             except ValueError as error:
@@ -474,7 +480,7 @@ def fit_flow(
             fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
             stop = None
             if config.patience > 0:
-                stop = keras.callbacks.EarlyStopping(monitor="val_loss" if split else "loss", patience=config.patience,
+                stop = keras.callbacks.EarlyStopping(monitor=_monitor(config), patience=config.patience,
                                                      restore_best_weights=True)
                 fit_callbacks.append(stop)
             saver = None
@@ -489,35 +495,38 @@ def fit_flow(
                 history = model.fit(rows, epochs=config.epochs, verbose=verbose,
                                     callbacks=[*fit_callbacks, *callbacks], **fit_kwargs)
                 seconds += time.perf_counter() - started
-                train = _evaluate(model, inputs.train_eval, n_fit)
-                test = _evaluate(model, inputs.test, data.num_test) if config.restarts > 1 else None
+                train = evaluate(model, inputs.train_eval, n_fit)
+                test = evaluate(model, inputs.test, data.num_test)
             except stream_errors as error:
                 raise stream_error(error) from None
             losses = saver.history if saver is not None else {
                 k: [float(v) for v in values] for k, values in history.history.items()}
             if backup is not None and config.restarts > 1:
                 _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test})
-        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": None if test is None else test["nll"]})
-        if kept is None or train["nll"] < kept[2]["nll"]:
-            kept = (model, losses, train)
-    model, losses, train = kept
+        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"]})
+        # The lowest training NLL; a diverged (NaN) candidate never beats a finite one.
+        if kept is None or not math.isfinite(kept[2]["nll"]) or train["nll"] < kept[2]["nll"]:
+            kept = (model, losses, train, test)
+    model, losses, train, test = kept
     try:
         metrics = {"train": train}
         if inputs.validation is not None:
-            metrics["validation"] = _evaluate(model, inputs.validation, n_val)
-        metrics["test"] = _evaluate(model, inputs.test, data.num_test)
+            metrics["validation"] = evaluate(model, inputs.validation, n_val)
+        metrics["test"] = test
     except stream_errors as error:
         raise stream_error(error) from None
-    if config.restarts == 1:
-        candidates[0]["test_nll"] = metrics["test"]["nll"]
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
-        best_epoch=best_epoch(losses.get("val_loss" if split else "loss", [])),
+        best_epoch=best_epoch(losses.get(_monitor(config), [])),
         stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates,
     )
+
+
+def _monitor(config: TrainingConfig) -> str:
+    return "val_loss" if config.validation_split else "loss"
 
 
 def _restart_dir(backup: pathlib.Path, j: int, restarts: int) -> pathlib.Path:
@@ -730,11 +739,23 @@ def _jittered(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, 
                     else jitter_x(batch)), kwargs
 
 
-def _evaluate(model: FlowModel, rows: Any, count: int | None) -> dict[str, Any]:
-    """The mean NLL (and bits/dim) of an array or a batched `tf.data.Dataset`, via `model.evaluate`."""
-    batch = {"batch_size": EVAL_BATCH} if hasattr(rows, "shape") else {}
-    logs = model.evaluate(rows, verbose=0, return_dict=True, **batch)
-    out: dict[str, Any] = {"rows": count, "nll": float(logs["nll"])}
+def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:
+    """The mean NLL (and bits/dim) of `model` on `inputs`, via `model.evaluate`.
+
+    Args:
+      model: A `FlowModel`.
+      inputs: Examples (an array, or a dict `{"x", "context"}` of arrays) or a batched
+        `tf.data.Dataset` of them, such as `test_inputs` gives.
+      rows: The number of examples, reported beside the figures.
+
+    Returns:
+      `{"rows": rows, "nll": nats}`, and `"bits_per_dim"` for integer data.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    batch = {} if isinstance(inputs, tf.data.Dataset) else {"batch_size": EVAL_BATCH}
+    logs = model.evaluate(inputs, verbose=0, return_dict=True, **batch)
+    out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
     if "bits_per_dim" in logs:
         out["bits_per_dim"] = float(logs["bits_per_dim"])
     return out
@@ -782,8 +803,6 @@ def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val
         return _Inputs(fit=x_fit, fit_kwargs=dict(validation_data=validation, batch_size=config.batch_size,
                                                   shuffle=True),
                        validation=validation, train_eval=x_fit, test=test, adapt=adapt, adapt_kwargs={})
-    if config.condition_on_label:
-        raise ConfigError(f"condition_on_label needs a dataset of classes; {data.name} is a streamed file")
     split = config.validation_split
     fit_rows = hold_out(data.stream, split, held_out=False) if n_val else data.stream
 
@@ -797,6 +816,6 @@ def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val
         validation=validation,
         train_eval=batches(fit_rows, n_fit, EVAL_BATCH, False),
         test=batches(data.test_stream, data.num_test, EVAL_BATCH, False),
-        adapt=batches(fit_rows, n_fit, 4096, False),
-        adapt_kwargs=dict(max_batches=math.ceil(_ADAPT_ROWS / 4096)),
+        adapt=batches(lambda: fit_rows().take(_ADAPT_ROWS), min(n_fit, _ADAPT_ROWS), EVAL_BATCH, False),
+        adapt_kwargs={},
     )

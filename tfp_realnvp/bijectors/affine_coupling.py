@@ -1,4 +1,18 @@
-"""The affine coupling bijector of Real NVP."""
+"""The affine coupling bijector of Real NVP [1].
+
+With `x1` the unchanged part of the event, `x2` the rest and `(t, s)` the conditioner's shift
+and bounded log-scale of `x1`:
+
+```none
+forward:   y1 = x1,   y2 = x2 * exp(s(x1)) + t(x1)
+inverse:   x1 = y1,   x2 = (y2 - t(y1)) * exp(-s(y1))
+log|det dy/dx| = sum s(x1),   log|det dx/dy| = -sum s(y1)
+```
+
+References:
+  [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real NVP.
+      ICLR 2017. https://arxiv.org/abs/1605.08803
+"""
 
 from __future__ import annotations
 
@@ -16,6 +30,7 @@ from tfp_realnvp.masks import CountSplit, MaskSplit
 
 __all__ = [
     "AffineCoupling",
+    "Conditioner",
 ]
 
 tfb = tfp.bijectors
@@ -219,8 +234,6 @@ class AffineCoupling(tfb.Bijector):
             )
         if self._event_shape is None:
             self._bind(event_shape)
-        if self._bound is None:
-            self._make_bound(x.dtype.name)
         elif event_shape != self._event_shape:
             if ndims == 1:
                 raise ValueError(
@@ -229,6 +242,8 @@ class AffineCoupling(tfb.Bijector):
             raise ValueError(
                 f"event shape {event_shape} does not match the coupling's {self._event_shape}"
             )
+        if self._bound is None:
+            self._make_bound(x.dtype.name)
         if self.validate_args:
             x = tf.debugging.assert_all_finite(
                 x, message=f"{self.name}: input has NaN or infinite values; expected finite values"

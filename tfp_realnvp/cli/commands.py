@@ -22,14 +22,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from tfp_realnvp import files
-from tfp_realnvp.files import write_new
 from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
 from tfp_realnvp.cli.quiet import import_tensorflow
-from tfp_realnvp.training import EVAL_BATCH, TrainingConfig
+from tfp_realnvp.files import write_new
+from tfp_realnvp.training import TrainingConfig
 
 __all__ = [
     "BACKUP_DIR",
     "CommandError",
+    "HISTORY_FILE",
+    "METRICS_FILE",
     "MODEL_FILE",
     "RUN_FILE",
     "SETTINGS_FILE",
@@ -39,6 +41,7 @@ __all__ = [
     "plot",
     "sample",
     "train",
+    "training_config",
 ]
 
 MODEL_FILE = "model.keras"
@@ -226,13 +229,6 @@ def _test_examples(config: TrainingConfig, data: Any, model: Any, limit: int | N
     return x, context
 
 
-def _metrics_of(logs: dict[str, float], rows: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
-    if "bits_per_dim" in logs:
-        out["bits_per_dim"] = float(logs["bits_per_dim"])
-    return out
-
-
 def _table(results: dict[str, dict[str, Any]]) -> str:
     bits = any("bits_per_dim" in r for r in results.values())
     heads = ["split", "rows", "NLL (nats)"] + (["bits/dim"] if bits else [])
@@ -283,12 +279,21 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
             config = config.replace(dataset=args.dataset)
     else:
         config = TrainingConfig.for_dataset(args.dataset or "two_moons", **({"flow": args.flow} if args.flow else {}))
-    given = {name: getattr(args, name) for name in (*CONFIG_FIELDS, "stream_above_mb")
-             if getattr(args, name) is not None}
+    given = _context_choice({name: getattr(args, name) for name in (*CONFIG_FIELDS, "stream_above_mb")
+                             if getattr(args, name) is not None})
     options = {name: getattr(args, name) for name in FLOW_OPTIONS if getattr(args, name) is not None}
     if options:
         given["flow_options"] = options
     return config.replace(**given)
+
+
+def _context_choice(given: dict[str, Any]) -> dict[str, Any]:
+    """The options given, where one way of conditioning given on the command line replaces the other."""
+    if given.get("context_columns"):
+        given["condition_on_label"] = False
+    elif given.get("condition_on_label"):
+        given["context_columns"] = None
+    return given
 
 
 def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_dir: pathlib.Path,
@@ -492,11 +497,9 @@ def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, model: A
                 )
             return None, None
         config = TrainingConfig(dataset=args.dataset)
-    given = {name: getattr(args, name) for name in ("num_test", "header", "seed", "stream_above_mb",
-                                                       "context_columns", "condition_on_label")
-             if getattr(args, name, None) is not None}
-    if given.get("context_columns"):
-        given["condition_on_label"] = False
+    given = _context_choice({name: getattr(args, name) for name in ("num_test", "header", "seed", "stream_above_mb",
+                                                                    "context_columns", "condition_on_label")
+                             if getattr(args, name, None) is not None})
     config = config.replace(num_train=None, event_shape=list(model.event_shape) if len(model.event_shape) > 1 else None,
                             **given)
     data = _load_data(config.dataset, num_train=None, num_test=config.num_test, seed=config.seed,
@@ -511,17 +514,17 @@ def evaluate(args: argparse.Namespace) -> int:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.training import evaluate as evaluate_model  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.training import test_inputs  # pylint: disable=import-outside-toplevel
 
     config, data = _data_for_model(args, model_path, model, required=True)
     if data.streamed:
         inputs: Any = test_inputs(config, data)
-        batch: dict[str, Any] = {}
     else:
         x, context = _test_examples(config, data, model)
-        inputs, batch = (x if context is None else {"x": x, "context": context}), {"batch_size": EVAL_BATCH}
+        inputs = x if context is None else {"x": x, "context": context}
     try:
-        logs = model.evaluate(inputs, verbose=0, return_dict=True, **batch)
+        metrics = evaluate_model(model, inputs, data.num_test)
     except tf.errors.InvalidArgumentError as error:
         if not data.streamed:
             raise
@@ -529,7 +532,7 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"Model    {model_path}")
     print(f"Dataset  {data.description}")
     print()
-    print(_table({"test": _metrics_of(logs, data.num_test)}))
+    print(_table({"test": metrics}))
     return 0
 
 
@@ -549,7 +552,7 @@ def _sample_context(args: argparse.Namespace, model: Any, model_path: pathlib.Pa
         except ValueError as error:
             raise CommandError(f"cannot read {args.context_file}: {error}; expected rows of numbers") from None
         context = np.asarray(context, np.float64).reshape(len(context), -1)
-    elif args.label is not None:
+    elif args.label is not None and model.context_size:
         settings = _read_json(model_path.parent / SETTINGS_FILE) or {}
         if settings.get("context_columns"):
             raise CommandError(f"--label is for a model conditioned on class labels; {model_path} is conditioned on "
@@ -558,7 +561,7 @@ def _sample_context(args: argparse.Namespace, model: Any, model_path: pathlib.Pa
             raise CommandError(f"--label {args.label} is not a class of the model {model_path}: it takes "
                                f"{model.context_size} classes, 0..{model.context_size - 1}")
         context = np.eye(model.context_size)[[args.label]]
-    if context is not None and not model.context_size:
+    if (context is not None or args.label is not None) and not model.context_size:
         raise CommandError(f"the model {model_path} takes no context; expected no --context, --context-file or "
                            "--label")
     if context is None and model.context_size:
@@ -676,6 +679,11 @@ def plot(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.history} has no 'loss' list; expected the history.json of a run")
     model = _load_model(model_path)
     config, data = _data_for_model(args, model_path, model, required=False)
+    if data is None and model.context_size:
+        raise CommandError(
+            f"the model {model_path} is conditional: its samples need the contexts of data; expected --dataset "
+            "with --condition-on-label or --context-columns, or its run's settings.json beside it"
+        )
     x = context = None
     if data is not None:
         x, context = _test_examples(config, data, model, limit=5000)

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -127,8 +127,11 @@ def _recipe_table() -> str:
     for name in RECIPES:
         config = TrainingConfig.for_dataset(name if name != "file" else "csv:data.csv")
         values = {**config.to_dict(), **config.flow_options}
-        cells = [",".join(map(str, values[k])) if k == "hidden_units" else f"{values[k]:g}"
-                 if isinstance(values[k], float) else str(values.get(k, "-")) for k in keys]
+        cells = []
+        for key in keys:
+            value = values.get(key, "-")  # an option another flow does not have
+            cells.append(",".join(map(str, value)) if isinstance(value, list) else f"{value:g}"
+                         if isinstance(value, float) else str(value))
         preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
             f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
         rows.append([name, *cells, ", ".join(preprocessing) or "-"])
@@ -171,9 +174,9 @@ def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, tra
 
 
 _DATASETS_HELP = (
-    "two_moons, checkerboard, eight_gaussians, pinwheel, digits (8x8 images, 17 grey levels, reported in "
-    "bits/dim), csv:PATH (comma-separated numbers, one row per example) or npy:PATH (a 2-D array saved "
-    "with np.save)"
+    ", ".join(f"{name} (8x8 images, 17 grey levels, reported in bits/dim)" if name == "digits" else name
+              for name in BUILTIN_DATASETS)
+    + ", csv:PATH (comma-separated numbers, one row per example) or npy:PATH (a 2-D array saved with np.save)"
 )
 
 

@@ -40,10 +40,12 @@ _QUIET_LEVEL = "2"  # INFO and WARNING hidden; ERROR and FATAL shown
 
 TENSORFLOW_LOG_LINE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"  # absl's C++ format: severity, date, time, thread, file:line]
+    r"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"  # absl's C++ format: severity, date, time, thread, file:line]
+    r"|E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit.*"  # no GPU: expected on a CPU
     r"|To enable the following instructions: .*"  # cpu_feature_guard's second line
 )
-"""A line TensorFlow's C++ logging writes to stderr (not FATAL: those stay)."""
+"""A start-up line of TensorFlow's C++ logging: INFO and WARNING, and the CUDA probe's error
+on a machine without a GPU. Any other ERROR line, and FATAL ones, stay."""
 
 
 @contextlib.contextmanager

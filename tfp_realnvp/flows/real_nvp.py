@@ -1,7 +1,18 @@
-"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal."""
+"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal.
+
+```none
+x = g(z) = c_K o p_{K-1} o ... o p_1 o c_1 (z),     z ~ N(0, I_D)
+log p(x) = log N(g^{-1}(x); 0, I) + log|det d g^{-1}/dx|
+         = log N(z; 0, I) - sum_k sum s_k(.)          (each coupling's log-scales, at its input)
+```
+
+with `c_k` affine couplings (`AffineCoupling`, the first `D // 2` coordinates unchanged) and
+`p_k` permutations (`tfb.Permute`, volume-preserving) that move the unchanged half.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -207,10 +218,12 @@ def coupling_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -
 def _resolve_options(event_shape: tuple[int, ...], seed: int | None, options: dict[str, Any]) -> dict[str, Any]:
     """`permutation="random"` becomes the drawn indices, so a saved model rebuilds the same flow."""
     if options.get("permutation") == "random":
-        num_couplings = options.get("num_couplings", 8)
+        num_couplings = options.get("num_couplings", _DEFAULT_COUPLINGS)
         drawn = permutation_indices(_event_size(event_shape), num_couplings, permutation="random", seed=seed)
         options["permutation"] = [p.tolist() for p in drawn]
     return options
 
+
+_DEFAULT_COUPLINGS = inspect.signature(real_nvp).parameters["num_couplings"].default
 
 register_flow("real_nvp", real_nvp, resolve_options=_resolve_options)

@@ -17,7 +17,8 @@ the options with that choice made explicit (the permutation indices), so a saved
 exactly, whatever numpy's random streams do in a later version.
 
 The package registers `real_nvp` (and the names in `tfp_realnvp.choices.BUILTIN_FLOWS`);
-`register_flow` adds a user's. This module does not import TensorFlow.
+`register_flow` adds a user's. The registry holds names and functions only; the built-in
+builders' modules (which import TensorFlow) are imported when a flow is first looked up.
 
 Example:
 
@@ -136,8 +137,13 @@ def registered_flows() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+# The module that registers each built-in flow when imported (which imports TensorFlow).
+_BUILTIN_MODULES = {"real_nvp": "tfp_realnvp.flows.real_nvp"}
+assert set(_BUILTIN_MODULES) == set(BUILTIN_FLOWS), "every built-in flow has a module"
+
+
 def _load_builtins() -> None:
-    # The built-in builders register themselves when their modules are imported (which imports
-    # TensorFlow); looking one up is what imports them.
-    if not all(name in _REGISTRY for name in BUILTIN_FLOWS):
-        importlib.import_module("tfp_realnvp.flows")
+    # Looking a flow up imports the built-in builders' modules, which register them.
+    for name, module in _BUILTIN_MODULES.items():
+        if name not in _REGISTRY:
+            importlib.import_module(module)

@@ -48,6 +48,7 @@ __all__ = [
     "run_signature_c",
     "saved_model_cli_show",
     "signature_specs",
+    "time_signature_c",
 ]
 
 SERVE_TAG = "serve"
@@ -235,13 +236,52 @@ def run_signature_c(
         RuntimeError: If loading, resolving the signature (unknown signature, input or output
             key, wrong dtype, missing operation) or running fails; the message is the loader's.
     """
+    outputs, _ = _run_loader(export_dir, signature_key, inputs, output_keys, build_dir, repeats=0)
+    return outputs
+
+
+def time_signature_c(
+    export_dir: str | os.PathLike[str],
+    signature_key: str,
+    inputs: Mapping[str, Any],
+    *,
+    repeats: int = 1000,
+    build_dir: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """Times one signature in TensorFlow's C++ SavedModel loader: `repeats` calls after a first.
+
+    The export is loaded once, run once (warm-up), then `TF_SessionRun` is timed call by call
+    with the same inputs: the latency TF Serving's own runtime gives, without its RPC layer.
+
+    Args:
+        export_dir: The SavedModel directory.
+        signature_key: The signature to run.
+        inputs: Every input of the signature, by key (as in `run_signature_c`).
+        repeats: How many timed calls. Defaults to 1000.
+        build_dir: Passed to `compile_loader`.
+
+    Returns:
+        The duration of each call in seconds, shape `[repeats]`.
+
+    Raises:
+        ValueError: If `repeats` is not a positive integer, or as `run_signature_c`.
+        RuntimeError: As `run_signature_c`.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
+    _, timings = _run_loader(export_dir, signature_key, inputs, None, build_dir, repeats=repeats)
+    return timings
+
+
+def _run_loader(export_dir: Any, signature_key: str, inputs: Mapping[str, Any], output_keys: Sequence[str] | None,
+                build_dir: Any, *, repeats: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     request = _format_request(inputs, output_keys)
     _check_key(signature_key, "signature key")
     binary = compile_loader(build_dir)
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's info logs out of stderr
     result = subprocess.run(
-        [str(binary), os.fspath(export_dir), signature_key],
+        [str(binary), os.fspath(export_dir), signature_key, *([str(repeats)] if repeats else [])],
         input=request,
         capture_output=True,
         text=True,
@@ -255,7 +295,14 @@ def run_signature_c(
         else:  # crashed before reporting, e.g. killed by a signal
             message = f"exit status {result.returncode}: {result.stderr.strip()[-4000:]}"
         raise RuntimeError(f"C SavedModel loader: {message}")
-    return _parse_response(result.stdout)
+    text, timings = result.stdout, None
+    if repeats:
+        text, _, record = text.rpartition("timings ")
+        count, _, values = record.partition("\n")
+        timings = np.array(values.split(), dtype=np.int64) / 1e9
+        if len(timings) != int(count):
+            raise RuntimeError(f"C SavedModel loader: {len(timings)} timings for {count} repeats")
+    return _parse_response(text), timings
 
 
 def _serve_meta_graph(export_dir: str | os.PathLike[str]):

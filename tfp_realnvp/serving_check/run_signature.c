@@ -2,7 +2,7 @@
  * run_signature: run one signature of a SavedModel through TensorFlow's C++
  * SavedModel loader (the loader TF Serving uses), via the C API.
  *
- * Usage: run_signature EXPORT_DIR SIGNATURE_KEY < request
+ * Usage: run_signature EXPORT_DIR SIGNATURE_KEY [REPEATS] < request
  *
  * The loader is TF_LoadSessionFromSavedModel with the single tag "serve".
  * The signature's input and output tensor names (e.g. "serving_default_x:0")
@@ -25,11 +25,19 @@
  * Floats are printed with "%.17g" of the value widened to double, which
  * reads back bit-exactly for float32 and float64.
  *
+ * With REPEATS (a positive integer), the signature runs that many times more after the
+ * first run (whose outputs are printed), each TF_SessionRun timed on its own, and one more
+ * record follows the outputs, the durations in nanoseconds (CLOCK_MONOTONIC):
+ *   timings REPEATS
+ *   T_1 ... T_REPEATS
+ * This is the latency a model server adds nothing to but its RPC layer.
+ *
  * Errors go to stderr as one line starting "run_signature: error: ", followed
  * by the TF_Status message where TensorFlow reported one. Exit status: 0 on
  * success, 1 when TensorFlow fails (load, missing op, run), 2 for a bad
  * command line, request or signature.
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c11 */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -37,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tensorflow/c/c_api.h"
 
@@ -402,12 +411,14 @@ static void print_tensor(const char *key, const TF_Tensor *tensor) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    die(EXIT_BAD_REQUEST, "usage: %s EXPORT_DIR SIGNATURE_KEY < request",
+  if (argc != 3 && argc != 4) {
+    die(EXIT_BAD_REQUEST, "usage: %s EXPORT_DIR SIGNATURE_KEY [REPEATS] < request",
         argc ? argv[0] : "run_signature");
   }
   const char *export_dir = argv[1];
   const char *signature_key = argv[2];
+  long long repeats = argc == 4 ? parse_integer(argv[3], "REPEATS") : 0;
+  if (repeats < 0) die(EXIT_BAD_REQUEST, "REPEATS must be >= 0, got %lld", repeats);
 
   /* Read the whole request before loading, so request errors are cheap. */
   static char buf[MAX_TOKEN];
@@ -523,6 +534,30 @@ int main(int argc, char **argv) {
   for (int i = 0; i < num_fetches; ++i) {
     print_tensor(fetch_keys[i], output_values[i]);
     TF_DeleteTensor(output_values[i]);
+  }
+  if (repeats > 0) {
+    long long *nanoseconds = xcalloc((size_t)repeats, sizeof(long long));
+    for (long long r = 0; r < repeats; ++r) {
+      struct timespec start, stop;
+      clock_gettime(CLOCK_MONOTONIC, &start);
+      TF_SessionRun(session, NULL, input_ops, input_values, num_feeds,
+                    output_ops, output_values, num_fetches, NULL, 0, NULL,
+                    status);
+      clock_gettime(CLOCK_MONOTONIC, &stop);
+      if (TF_GetCode(status) != TF_OK) {
+        die(EXIT_TF_FAILURE, "running signature '%s' failed: %s",
+            signature_key, TF_Message(status));
+      }
+      for (int i = 0; i < num_fetches; ++i) TF_DeleteTensor(output_values[i]);
+      nanoseconds[r] = (long long)(stop.tv_sec - start.tv_sec) * 1000000000LL +
+                       (stop.tv_nsec - start.tv_nsec);
+    }
+    printf("timings %lld\n", repeats);
+    for (long long r = 0; r < repeats; ++r) {
+      printf(r ? " %lld" : "%lld", nanoseconds[r]);
+    }
+    putchar('\n');
+    free(nanoseconds);
   }
   for (int i = 0; i < num_feeds; ++i) TF_DeleteTensor(input_values[i]);
   if (fflush(stdout) != 0) die(EXIT_TF_FAILURE, "could not write the response");

@@ -94,8 +94,11 @@ def _make_extreme(couplings, seed: int) -> None:
                 kernel.assign(value)
 
 
-def _bounds(extreme: bool) -> st.SearchStrategy[str]:
-    return st.sampled_from(BOUNDED if extreme else LOG_SCALE_BOUNDS)
+def _bounds(extreme: bool, dtype: str) -> st.SearchStrategy[str]:
+    # Unbounded log-scales in float64 only: float32 has no accuracy to promise them. Nothing caps
+    # how far their inverse expands float32's rounding (e^15 in volume over three couplings of
+    # random weights: a round trip off by 1e-3); the default bounds are what float32 relies on.
+    return st.sampled_from(BOUNDED if extreme or dtype == "float32" else LOG_SCALE_BOUNDS)
 
 
 def _small_shape(max_rank: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
@@ -112,7 +115,7 @@ def _affine_coupling_spec(draw: st.DrawFn, dtype: str, extreme: bool) -> dict:
     size = math.prod(shape)
     spec = dict(dtype=dtype, extreme=extreme, event_shape=shape, seed=draw(st.integers(0, 2**16)),
                 hidden_units=tuple(draw(st.lists(st.sampled_from([4, 8]), min_size=1, max_size=2))),
-                log_scale_bound=draw(_bounds(extreme)))
+                log_scale_bound=draw(_bounds(extreme, dtype)))
     if len(shape) == 1 and draw(st.booleans()):
         return {**spec, "num_masked": draw(st.integers(1, size - 1)) * draw(st.sampled_from([1, -1]))}
     order = draw(st.permutations(range(size)))
@@ -139,7 +142,7 @@ def _affine_coupling(spec: dict) -> Case:
 def _real_nvp_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(dict(
         dtype=st.just(dtype), extreme=st.just(extreme), event_size=st.integers(2, 5), seed=st.integers(0, 2**16),
-        num_couplings=st.integers(1, 3), permutation=st.sampled_from(PERMUTATIONS), log_scale_bound=_bounds(extreme)))
+        num_couplings=st.integers(1, 3), permutation=st.sampled_from(PERMUTATIONS), log_scale_bound=_bounds(extreme, dtype)))
 
 
 def _real_nvp(spec: dict) -> Case:
@@ -207,13 +210,17 @@ def _events(case: Case) -> int:
     return len(case.event_shape)
 
 
-def _profile(name: str):
-    return settings(max_examples=EXAMPLES[name])
+def _property(name: str):
+    """A property test: run for each family, on `EXAMPLES[name]` drawn examples each."""
+
+    def decorate(test):
+        drawn = settings(max_examples=EXAMPLES[name])(given(data=st.data())(test))
+        return pytest.mark.parametrize("family", sorted(FAMILIES))(drawn)
+
+    return decorate
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@_profile("round_trip")
-@given(data=st.data())
+@_property("round_trip")
 def test_round_trip_both_ways(family, data):
     dtype, case, _, z = _drawn(data, family)
     # tf.identity defeats TFP's cache, which would hand back the input itself.
@@ -223,9 +230,7 @@ def test_round_trip_both_ways(family, data):
     np.testing.assert_allclose(x_again, x, **_tol(case, dtype))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@_profile("log_det_negation")
-@given(data=st.data())
+@_property("log_det_negation")
 def test_forward_log_det_is_minus_the_inverse_one(family, data):
     dtype, case, _, z = _drawn(data, family)
     x = case.bijector.forward(tf.identity(z))
@@ -234,9 +239,7 @@ def test_forward_log_det_is_minus_the_inverse_one(family, data):
     np.testing.assert_allclose(np.broadcast_to(fldj, ildj.shape), -ildj, **_tol(case, dtype))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@_profile("log_det_autodiff")
-@given(data=st.data())
+@_property("log_det_autodiff")
 def test_log_det_matches_autodiff_in_float64(family, data):
     _, case, batch_shape, z = _drawn(data, family, "float64")
     n, size = math.prod(batch_shape), math.prod(case.event_shape)
@@ -258,9 +261,7 @@ def test_log_det_matches_autodiff_in_float64(family, data):
                                rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@_profile("shapes")
-@given(data=st.data())
+@_property("shapes")
 def test_shapes_and_dtypes_follow_the_input(family, data):
     dtype, case, batch_shape, z = _drawn(data, family)
     x = case.bijector.forward(tf.identity(z))
@@ -278,9 +279,7 @@ def test_shapes_and_dtypes_follow_the_input(family, data):
         np.testing.assert_allclose(alone, tf.reshape(x, (-1, *case.event_shape))[:1], **_tol(case, dtype))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@_profile("finite")
-@given(data=st.data())
+@_property("finite")
 def test_finite_for_large_inputs_and_extreme_parameters(family, data):
     dtype = data.draw(st.sampled_from(["float32", "float64"]), label="dtype")
     case = FAMILIES[family].draw(data, dtype, extreme=True)

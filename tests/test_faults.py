@@ -38,6 +38,7 @@ from tfp_realnvp import cli, files, serving_check
 from tfp_realnvp.data import load_dataset
 from tfp_realnvp.training import TrainingConfig, fit_flow
 
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 300
 EPOCHS = 5
 KILL_AT = f"Epoch 3/{EPOCHS}"  # printed when epoch 3 begins: epochs 1 and 2 are backed up
@@ -92,7 +93,10 @@ class Run:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # This checkout's package first: an installed tfp_realnvp (an editable install of another
+    # checkout) would otherwise be the one the processes run.
+    path = os.pathsep.join([str(_ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _start(argv: list[str], cwd: pathlib.Path, *, kill_on: str | None = None,

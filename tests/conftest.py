@@ -12,8 +12,17 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, settings
 
 from tfp_realnvp import AffineCoupling, MLPConditioner, checkerboard_mask
+
+# Property tests (tests/test_properties.py): the same examples on every run, no deadline (a
+# first call traces TensorFlow functions), no example database left in the checkout.
+settings.register_profile(
+    "tfp_realnvp", deadline=None, derandomize=True, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("tfp_realnvp")
 
 # Tolerances, with their reasons.
 # float32 round trip through one coupling: exp(s) and exp(-s) with |s| ~ 1 lose a few ulps
@@ -82,6 +91,15 @@ def randomize(coupling_or_dist, seed: int = 0, scale: float = 0.4) -> None:
     rng = np.random.default_rng(seed)
     for v in coupling_or_dist.trainable_variables:
         v.assign(scale * rng.standard_normal(v.shape).astype(v.dtype.as_numpy_dtype))
+
+
+def small_fitted_model():
+    """A small FlowModel over 2-D rows, its standardisation fitted: what file and CLI tests save."""
+    from tfp_realnvp import FlowModel
+
+    model = FlowModel(2, num_couplings=2, hidden_units=(8,), seed=1)
+    model.adapt(np.random.default_rng(0).standard_normal((200, 2)))
+    return model
 
 
 @pytest.fixture(params=sorted(VARIANTS), ids=sorted(VARIANTS))

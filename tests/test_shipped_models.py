@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import pathlib
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -64,3 +66,26 @@ def test_shipped_export_reproduces_its_card_in_the_c_loader(export):
         assert measured == pytest.approx(float(fields["bits_per_dim"]), abs=1e-3)
     else:
         assert nll == pytest.approx(float(fields["nll_nats"]), abs=1e-3)
+
+
+def _ignored(paths: list[str]) -> dict[str, bool]:
+    """Whether .gitignore's rules ignore each path (`git check-ignore --no-index`: tracked or not)."""
+    repo = ROOT.parent
+    result = subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"], input="\n".join(paths),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode in (0, 1), result.stderr  # 1: none ignored
+    ignored = set(result.stdout.splitlines())
+    return {path: path in ignored for path in paths}
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT.parent / ".git").exists(), reason="not a git checkout")
+def test_user_runs_and_exports_are_ignored_and_the_shipped_ones_are_not():
+    shipped = [f"saved_models/{name}{part}" for name in SHIPPED for part in ("", "/saved_model.pb", "/MODEL_CARD.md",
+                                                                              "/variables/variables.index")]
+    made = ["saved_models/two_moons/2", "saved_models/two_moons/2/saved_model.pb", "saved_models/digits/17",
+            "saved_models/two_moons/.tmp-auto-abc123", "saved_models/two_moons/.tmp-auto-abc123/saved_model.pb",
+            "saved_models/my_data/1/saved_model.pb", "runs/two_moons-20250101-120000/model.keras"]
+    ignored = _ignored([*shipped, "saved_models/README.md", *made])
+    assert [p for p in shipped if ignored[p]] == [], "shipped exports that .gitignore hides"
+    assert not ignored["saved_models/README.md"]
+    assert [p for p in made if not ignored[p]] == [], "user runs or exports that git would show"

@@ -2,11 +2,20 @@
 
 A conditioner's raw output `r` becomes the log-scale `s` through one of:
 
-- `"tanh"` (default): `s = c * tanh(r)` with a learned per-dimension scale `c` (initialised
-  to 1), as in Real NVP [1]; `|s| <= |c|`, so one layer cannot blow up early in training.
-- `"sigmoid"`: Glow's `s = log(sigmoid(r + 2))` [2]; `s < 0` (contracting only), and a fresh
-  layer scales by `sigmoid(2) ~ 0.88`.
+- `"tanh"` (default): `s = clip(c, -S, S) * tanh(r)` with a learned per-dimension scale `c`
+  (initialised to 1), as in Real NVP [1]; `|s| <= min(|c|, S)`, so one layer cannot blow up
+  early in training, nor later when `c` has grown.
+- `"sigmoid"`: Glow's `s = max(log(sigmoid(r + 2)), -S)` [2]; `-S <= s < 0` (contracting
+  only), and a fresh layer scales by `sigmoid(2) ~ 0.88`.
 - `"unbounded"`: `s = r`, the plain `exp` parameterisation.
+
+`S = MAX_LOG_SCALE = 4`: a bounded coupling scales an entry by at most `e^4 ~ 55` either way.
+Why 4: `real_nvp`'s default eight couplings then scale an entry by at most `e^32 ~ 8e13`, so a
+float32 input of magnitude 1e4 (`e^9.2`) stays below `e^41.2 ~ 8e17` and its square in the
+Gaussian log-density below float32's largest number, `3.4e38 = (1.8e19)^2`. Without the cap a
+learned `c` of 100 made `exp(s)` overflow float32 (`e^100 > 3.4e38`), and `x2 * exp(s)` was
+`inf` (or `0 * inf = NaN`). The cap changes nothing for `|c| <= 4`; trained models here
+end with `|c| ~ 1-2.5`.
 
 References:
   [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real NVP.
@@ -27,14 +36,22 @@ from tfp_realnvp.choices import LOG_SCALE_BOUNDS
 
 __all__ = [
     "LOG_SCALE_BOUNDS",
+    "MAX_LOG_SCALE",
     "TanhLogScale",
     "make_log_scale_bound",
 ]
 
+MAX_LOG_SCALE = 4.0
+"""The largest `|s|` the bounded choices give (`"tanh"`, `"sigmoid"`); see the module docstring."""
+
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
 class TanhLogScale(keras.layers.Layer):
-    """`s = scale * tanh(raw)`, with a learned `scale` per event entry, initialised to 1.
+    """`s = clip(scale, -MAX_LOG_SCALE, MAX_LOG_SCALE) * tanh(raw)`, with a learned `scale` per
+    event entry, initialised to 1.
+
+    The clip bounds `|s|` whatever `scale` has learned (`exp(s)` finite in float32); its
+    gradient is 0 for `|scale| > MAX_LOG_SCALE`, where `raw` still learns.
 
     Args:
       event_ndims: Number of trailing axes of `raw` that form the event; `scale` has the
@@ -54,14 +71,16 @@ class TanhLogScale(keras.layers.Layer):
         )
 
     def call(self, raw: tf.Tensor) -> tf.Tensor:
-        return self.scale * tf.tanh(raw)
+        return tf.clip_by_value(self.scale, -MAX_LOG_SCALE, MAX_LOG_SCALE) * tf.tanh(raw)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "event_ndims": self.event_ndims}
 
 
 def _glow_sigmoid(raw: tf.Tensor) -> tf.Tensor:
-    return tf.math.log_sigmoid(raw + 2.0)
+    # Glow's scale sigmoid(raw + 2) reaches 0 (an infinite inverse) as raw -> -inf; the floor keeps
+    # exp(-s) <= e^MAX_LOG_SCALE.
+    return tf.maximum(tf.math.log_sigmoid(raw + 2.0), -MAX_LOG_SCALE)
 
 
 def _identity(raw: tf.Tensor) -> tf.Tensor:

@@ -127,12 +127,15 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
     ) -> dict[str, tf.Tensor]:
         # Scalars: a row-format request would send each as a batch of shape [1].
         num_samples, seed, temperature = (checked(t, []) for t in (num_samples, seed, temperature))
-        check = tf.debugging.assert_non_negative(
-            num_samples, message="sample: num_samples must be >= 0"
-        )
+        checks = [
+            tf.debugging.assert_non_negative(num_samples, message="sample: num_samples must be >= 0"),
+            # NaN or infinite samples otherwise, without an error.
+            tf.debugging.Assert(tf.math.is_finite(temperature) & (temperature >= 0),
+                                ["sample: temperature must be a finite number >= 0; got", temperature]),
+        ]
         # Without the dependency the sampler may run first and fail with its own message.
-        with tf.control_dependencies([check]):
-            num_samples = tf.identity(num_samples)
+        with tf.control_dependencies(checks):
+            num_samples, temperature = tf.identity(num_samples), tf.identity(temperature)
         context = context_for(context, num_samples, "num_samples")
         return {"samples": model.sample(num_samples, seed=seed, temperature=temperature, context=context)}
 

@@ -1,6 +1,8 @@
 """Writing what is new, never over what exists: a file or a numbered version folder appears whole or not at all.
 
 - `write_new(path, write)`: a file, written under a temporary name and linked into place.
+- `replace(path, write)`: a file written the same way and renamed over the old one, so a reader
+  (or a process resumed after a kill) finds the old file or the new one, whole.
 - `publish_version(base_dir, write)`: a folder `base_dir/<version>/` in TF Serving's layout,
   written under a hidden temporary name, flushed to disk and renamed into place, taking the next
   free number when another writer takes the one it wanted.
@@ -22,6 +24,7 @@ __all__ = [
     "TEMP_PREFIX",
     "check_new",
     "publish_version",
+    "replace",
     "versions",
     "write_new",
 ]
@@ -66,6 +69,27 @@ def write_new(path: str | os.PathLike[str], write: Callable[[pathlib.Path], obje
             raise _exists(path) from None
     finally:
         partial.unlink(missing_ok=True)
+    return path
+
+
+def replace(path: str | os.PathLike[str], write: Callable[[pathlib.Path], object]) -> pathlib.Path:
+    """Writes a file through `write(temporary_path)`, flushes it to disk and renames it to `path`.
+
+    `path` is replaced if it exists; the rename is atomic, so `path` holds the old content or the
+    new, whole, even when the process is killed meanwhile. The temporary file sits beside `path`,
+    keeps its suffix (`.partial-<pid>-<name>`, so `write` may insist on one, as Keras's
+    `save_weights` insists on `.weights.h5`) and is removed on failure.
+    """
+    path = pathlib.Path(path)
+    partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        write(partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
     return path
 
 

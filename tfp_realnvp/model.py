@@ -78,6 +78,19 @@ def _split_inputs(inputs: Any) -> tuple[Any, Any]:
     return inputs, None
 
 
+def _numbers(x: Any, what: str) -> Any:
+    """`x` (a numpy array for anything but a tensor), or a TypeError if it does not hold numbers."""
+    dtype = x.dtype if isinstance(x, (tf.Tensor, tf.Variable)) else None
+    if dtype is not None:
+        ok = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    else:
+        x = np.asarray(x)
+        dtype, ok = x.dtype, x.dtype.kind in "biuf"
+    if not ok:
+        raise TypeError(f"{what} takes numbers; got dtype {dtype.name if isinstance(dtype, tf.DType) else dtype}")
+    return x
+
+
 class _Compiled:
     """A model's eager `log_prob` and sampling flow, compiled with XLA per shape class."""
 
@@ -172,7 +185,7 @@ class FlowModel(keras.Model):
         (automatically at the first `fit`, or with `adapt`). Defaults to `True`.
       integer_levels: Number of levels of integer data (e.g. 17 for 8x8 digits); turns on
         dequantization and `bits_per_dim`. Defaults to `None`.
-      logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1]`.
+      logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
       context_size: For a conditional density `p(x | context)`: the number of context
@@ -412,8 +425,9 @@ class FlowModel(keras.Model):
         Raises:
           ValueError: For examples of another event shape, or a context that does not fit (see
             `context_size`).
+          TypeError: For examples that are not numbers (strings, objects).
         """
-        x = tf.cast(x, self.flow_dtype)
+        x = tf.cast(_numbers(x, "log_prob"), self.flow_dtype)
         self.check_event_shape(x)
         if self.context_size and x.shape.rank != len(self._event) + 1:
             raise ValueError(f"a conditional model's examples are a batch [n, {', '.join(map(str, self._event))}] "
@@ -446,6 +460,13 @@ class FlowModel(keras.Model):
           context: A conditional model's context: `[num_samples, context_size]`, one row per
             sample, or `[1, context_size]` for all. Defaults to `None`.
         """
+        if seed is None:
+            raise ValueError("sample needs a seed: an int or a stateless pair [2] (the same seed gives the same "
+                             "samples); got None")
+        if isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool) and num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0; got {num_samples}")
+        if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
         z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
         z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
         if self._compiles() and isinstance(z, tf.Tensor) and _batched(z, self._event):
@@ -551,17 +572,28 @@ class FlowModel(keras.Model):
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
         """`keras.Model.fit`; fits the standardisation on the training part of `x` first if needed.
 
+        Arrays are checked first, as `preprocessing.check` checks them (shape, finite values, the
+        range of integer or logit data), and must hold at least one row: a `ValueError` (a
+        `TypeError` for non-numbers) instead of NaN weights or an epoch of nothing.
+
         The progress bar is `tfp_realnvp.callbacks.ProgressBar` (it never counts past the
         epoch's steps when several steps run per call) unless `callbacks` holds a
         `ProgbarLogger`.
         """
-        if self.preprocessing.needs_adapt and x is not None:
-            if isinstance(x, tf.data.Dataset):
-                self.adapt(x)
-            else:
-                x_np = np.asarray(_split_inputs(x)[0])
+        rows = None if x is None or isinstance(x, tf.data.Dataset) else _split_inputs(x)[0]
+        if isinstance(rows, (np.ndarray, tf.Tensor, list)):
+            # Arrays are checked whole before a step runs: a NaN would otherwise turn every weight
+            # into NaN (without standardisation nothing else looks at the data), and no row at all
+            # would train nothing without a word.
+            x_np = _numbers(rows, "fit")
+            if len(x_np) == 0:
+                raise ValueError(f"fit got no rows (shape {x_np.shape}); expected at least one example")
+            self.preprocessing.check(x_np)
+            if self.preprocessing.needs_adapt:
                 split = kwargs.get("validation_split") or 0.0
                 self.adapt(x_np[: int(len(x_np) * (1.0 - split))] if split else x_np)
+        elif self.preprocessing.needs_adapt and x is not None:
+            self.adapt(x)  # a tf.data.Dataset of batches
         return super().fit(x, *args, **_progress(kwargs))
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -30,6 +30,8 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -100,7 +102,7 @@ class TrainingConfig:
         Defaults to `True`.
       integer_levels: Integer data in `0..levels-1`: dequantize and report bits/dim.
         Defaults to `None`: the dataset's own (17 for digits), else continuous.
-      logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1]`.
+      logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
 
@@ -380,7 +382,8 @@ class TrainingResult:
       epochs_run: Epochs the kept model trained.
       best_epoch: The epoch with the lowest monitored loss (1-based), or None if none was finite.
       stopped_early: Whether early stopping ended the training before `epochs`.
-      training_seconds: Time in `fit`, all restarts together.
+      training_seconds: Time in `fit`, all restarts together, in this process (a resumed run
+        counts its own).
       candidates: Per restart, its seed and training and test NLL (one entry without restarts).
     """
 
@@ -420,8 +423,19 @@ def fit_flow(
     data: Dataset | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    backup_dir: str | os.PathLike[str] | None = None,
 ) -> TrainingResult:
     """Loads the data, builds a `FlowModel`, fits it and evaluates it, as `config` says.
+
+    With `backup_dir`, the run can be killed at any moment and resumed by calling `fit_flow`
+    again with the same configuration and `backup_dir`: every epoch ends with a backup
+    (`tfp_realnvp.backup.TrainingBackup`: the weights, the optimizer and its iteration count,
+    which drives the learning-rate schedule, early stopping's state and the history), and each
+    finished restart leaves its weights and figures there, so a resumed run loses at most the
+    epoch in progress and trains no finished restart again. The history it returns is the whole
+    run's. The resumed epochs see their data in another order than they would have (the data
+    pipeline starts afresh), so the result matches an uninterrupted run to seed noise, not bit
+    for bit. `backup_dir` is removed when `fit_flow` returns.
 
     Args:
       config: The run.
@@ -431,6 +445,7 @@ def fit_flow(
         notice while XLA compiles the first step). Defaults to none.
       verbose: Keras's `verbose` for `fit`: 1 a progress bar, 2 a line per epoch, 0 silent.
         Defaults to `"auto"` (1).
+      backup_dir: A directory for the backup of this run only. Defaults to `None`: no backup.
 
     Returns:
       A `TrainingResult`.
@@ -447,6 +462,7 @@ def fit_flow(
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from tfp_realnvp.backup import TrainingBackup  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.callbacks import CompileNotice  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.data import DataError, load_dataset, stream_error  # pylint: disable=import-outside-toplevel
 
@@ -466,6 +482,7 @@ def fit_flow(
     inputs = _training_inputs(data, config, n_fit=n_fit, n_val=n_val)
     stream_errors: tuple[type[Exception], ...] = (tf.errors.InvalidArgumentError,) if data.streamed else ()
 
+    backup = None if backup_dir is None else pathlib.Path(backup_dir)
     candidates, kept, seconds = [], None, 0.0
     for j in range(config.restarts):
         seed = config.seed * config.restarts + j
@@ -484,27 +501,43 @@ def fit_flow(
             except ValueError as error:
                 raise DataError(f"test data of {data.name} do not fit the flow: {error}") from None
         _compile(model, config, _steps_per_epoch(n_fit, config.batch_size, streamed=data.streamed))
-        fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
-        if config.patience > 0:
-            fit_callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=_monitor(config), patience=config.patience, restore_best_weights=True))
-        if verbose:
-            fit_callbacks.append(CompileNotice())
-        started = time.perf_counter()
-        try:
-            rows, fit_kwargs = _fit_batches(inputs, config, seed)
-            history = model.fit(rows, epochs=config.epochs, verbose=verbose, callbacks=[*fit_callbacks, *callbacks],
-                                **fit_kwargs)
-            seconds += time.perf_counter() - started
-            train = evaluate(model, inputs.train_eval, n_fit)
-            test = evaluate(model, inputs.test, data.num_test)
-        except stream_errors as error:
-            raise stream_error(error) from None
+        finished = _finished_restart(backup, j, config.restarts)
+        if finished is not None:  # a resumed run: this restart ended before the interruption
+            model.optimizer.build(model.trainable_variables)  # the saved weights hold the optimizer's too
+            model.load_weights(backup / finished["weights"])
+            losses, train, test = finished["history"], finished["train"], finished["test"]
+        else:
+            fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
+            stop = None
+            if config.patience > 0:
+                stop = keras.callbacks.EarlyStopping(monitor=_monitor(config), patience=config.patience,
+                                                     restore_best_weights=True)
+                fit_callbacks.append(stop)
+            saver = None
+            if backup is not None:  # after early stopping, whose state it keeps
+                saver = TrainingBackup(_restart_dir(backup, j, config.restarts), early_stopping=stop)
+                fit_callbacks.append(saver)
+            if verbose:
+                fit_callbacks.append(CompileNotice())
+            started = time.perf_counter()
+            try:
+                rows, fit_kwargs = _fit_batches(inputs, config, seed)
+                history = model.fit(rows, epochs=config.epochs, verbose=verbose,
+                                    callbacks=[*fit_callbacks, *callbacks], **fit_kwargs)
+                seconds += time.perf_counter() - started
+                train = evaluate(model, inputs.train_eval, n_fit)
+                test = evaluate(model, inputs.test, data.num_test)
+            except stream_errors as error:
+                raise stream_error(error) from None
+            losses = saver.history if saver is not None else {
+                k: [float(v) for v in values] for k, values in history.history.items()}
+            if backup is not None and config.restarts > 1:
+                _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test})
         candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"]})
         # The lowest training NLL; a diverged (NaN) candidate never beats a finite one.
         if kept is None or not math.isfinite(kept[2]["nll"]) or train["nll"] < kept[2]["nll"]:
-            kept = (model, history, train, test)
-    model, history, train, test = kept
+            kept = (model, losses, train, test)
+    model, losses, train, test = kept
     try:
         metrics = {"train": train}
         if inputs.validation is not None:
@@ -512,17 +545,42 @@ def fit_flow(
         metrics["test"] = test
     except stream_errors as error:
         raise stream_error(error) from None
-    losses = {k: [float(v) for v in values] for k, values in history.history.items()}
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
-        best_epoch=best_epoch(losses.get(_monitor(config), [])), stopped_early=epochs_run < config.epochs,
-        training_seconds=seconds, candidates=candidates,
+        best_epoch=best_epoch(losses.get(_monitor(config), [])),
+        stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates,
     )
 
 
 def _monitor(config: TrainingConfig) -> str:
     return "val_loss" if config.validation_split else "loss"
+
+
+def _restart_dir(backup: pathlib.Path, j: int, restarts: int) -> pathlib.Path:
+    """Where restart `j` keeps its TrainingBackup: the backup directory itself without restarts."""
+    return backup if restarts == 1 else backup / f"restart-{j}"
+
+
+def _finished_restart(backup: pathlib.Path | None, j: int, restarts: int) -> dict[str, Any] | None:
+    """What a finished restart left in the backup (`_save_finished_restart`), or None."""
+    if backup is None or restarts == 1:
+        return None
+    path = backup / f"restart-{j}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _save_finished_restart(model: FlowModel, backup: pathlib.Path, j: int, record: dict[str, Any]) -> None:
+    """Keeps a finished restart's final weights and figures, then drops its epoch backup."""
+    from tfp_realnvp import files  # pylint: disable=import-outside-toplevel
+
+    weights = f"restart-{j}.weights.h5"
+    files.replace(backup / weights, lambda path: model.save_weights(path, overwrite=True))
+    files.replace(backup / f"restart-{j}.json",  # the commit
+                  lambda path: path.write_text(json.dumps({**record, "weights": weights}) + "\n"))
+    shutil.rmtree(_restart_dir(backup, j, 2), ignore_errors=True)
 
 
 def split_sizes(num_train: int, validation_split: float, *, streamed: bool) -> tuple[int, int]:

@@ -75,7 +75,8 @@ class AffineCoupling(tfb.Bijector):
         construction, so `trainable_variables` is complete before the first call.
       log_scale_bound: How the conditioner's raw log-scale is bounded: `"tanh"` (the
         paper's `scale * tanh(raw)` with a learned per-dimension scale), `"sigmoid"`
-        (Glow's `log(sigmoid(raw + 2))`) or `"unbounded"`. Defaults to `"tanh"`.
+        (Glow's `log(sigmoid(raw + 2))`) or `"unbounded"`; the first two keep
+        `|s| <= bounds.MAX_LOG_SCALE` (4). Defaults to `"tanh"`.
       validate_args: Whether to check inputs are finite at run time. Defaults to `False`.
       name: Name of the bijector. Defaults to `"affine_coupling"`.
 

@@ -5,12 +5,23 @@ log-determinant counted:
 
 ```none
 integer data:   v = x / levels                          (x dequantized: x_int + U[0, 1))
-logit:          w = logit(alpha + (1 - alpha) * v)      (data in [0, 1], Real NVP [1])
+logit:          w = logit(alpha + (1 - alpha) * v)      (data in [0, 1), Real NVP [1])
 standardise:    u = (w - mean) / std                    (mean, std fitted on training data)
 ```
 
 `Preprocessing.bijector()` returns the inverse of this map as a `tfb.Chain` (flow space to
 data space, TFP's generative direction); with it, `log p(x) = log p_flow(u) + log|det du/dx|`.
+
+The logit is computed without forming `p = alpha + (1 - alpha) v`: near `v = 1`, `p` rounds to
+1 in float32 (`alpha = 1e-6`, `v = (256 - 2^-16) / 256`: `p = 1.0`, `logit(p) = inf`), while
+`1 - p = (1 - alpha)(1 - v)` holds exactly, so
+
+```none
+logit:  w = log(alpha + (1 - alpha) v) - log1p(-v) - log1p(-alpha)
+        log|dw/dv| = -log(alpha + (1 - alpha) v) - log1p(-v)
+```
+
+is finite for every `v < 1` (`_ShiftedLogit`, whose forward is `v = (sigmoid(w) - alpha) / (1 - alpha)`).
 
 References:
   [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real NVP.
@@ -19,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +49,49 @@ tfb = tfp.bijectors
 _MIN_STD = 1e-8
 
 
+class _ShiftedLogit(tfb.Bijector):
+    """`v = (sigmoid(w) - alpha) / (1 - alpha)`, the inverse of `w = logit(alpha + (1 - alpha) v)`.
+
+    ```none
+    forward:  v = (sigmoid(w) - alpha) / (1 - alpha)
+    inverse:  w = log(alpha + (1 - alpha) v) - log1p(-v) - log1p(-alpha)
+    log|dv/dw| = log_sigmoid(w) + log_sigmoid(-w) - log1p(-alpha)
+    log|dw/dv| = -log(alpha + (1 - alpha) v) - log1p(-v)
+    ```
+
+    The inverse uses `1 - p = (1 - alpha)(1 - v)` for `p = alpha + (1 - alpha) v`, so it never
+    rounds `p` to 1: finite for `-alpha / (1 - alpha) < v < 1` in float32 and float64 alike.
+    The same map as `tfb.Chain([Scale(1 / (1 - alpha)), Shift(-alpha), Sigmoid()])`.
+    """
+
+    def __init__(self, alpha: float, *, validate_args: bool = False, name: str = "shifted_logit") -> None:
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            self._alpha = float(alpha)  # a Python float: the map takes float32 and float64 alike, as tfb.Sigmoid
+            super().__init__(forward_min_event_ndims=0, validate_args=validate_args, parameters=parameters,
+                             name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype: Any, num_classes: Any = None) -> dict[str, Any]:
+        return dict()
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    def _forward(self, w: tf.Tensor) -> tf.Tensor:
+        return (tf.sigmoid(w) - self._alpha) / (1.0 - self._alpha)
+
+    def _inverse(self, v: tf.Tensor) -> tf.Tensor:
+        return tf.math.log(self._alpha + (1.0 - self._alpha) * v) - tf.math.log1p(-v) - math.log1p(-self._alpha)
+
+    def _forward_log_det_jacobian(self, w: tf.Tensor) -> tf.Tensor:
+        return tf.math.log_sigmoid(w) + tf.math.log_sigmoid(-w) - math.log1p(-self._alpha)
+
+    def _inverse_log_det_jacobian(self, v: tf.Tensor) -> tf.Tensor:
+        return -tf.math.log(self._alpha + (1.0 - self._alpha) * v) - tf.math.log1p(-v)
+
+
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
 class Preprocessing(keras.layers.Layer):
     """Holds the data-to-flow preprocessing and its fitted statistics.
@@ -49,12 +104,14 @@ class Preprocessing(keras.layers.Layer):
       integer_levels: For integer data in `{0, ..., levels - 1}`: the number of levels. The
         model adds uniform noise in `[0, 1)` during training (dequantization) and divides by
         `levels`. Defaults to `None` (continuous data).
-      logit_alpha: Apply `logit(alpha + (1 - alpha) * v)` to data in `[0, 1]` (after the
-        division by `levels`, for integer data). Defaults to `None` (no logit).
+      logit_alpha: Apply `logit(alpha + (1 - alpha) * v)` to data in `[0, 1)` (after the
+        division by `levels`, for integer data; `(0, 1)` for `alpha = 0`, which integer data may
+        not use). Defaults to `None` (no logit).
       **kwargs: Passed to `keras.layers.Layer` (`dtype`, `name`).
 
     Raises:
-      ValueError: If `integer_levels < 2`, or `logit_alpha` is not in `[0, 1)`.
+      ValueError: If `integer_levels < 2`, `logit_alpha` is not in `[0, 1)`, or is 0 with
+        `integer_levels`.
     """
 
     def __init__(
@@ -71,6 +128,11 @@ class Preprocessing(keras.layers.Layer):
             raise ValueError(f"integer_levels must be >= 2; got {integer_levels!r}")
         if logit_alpha is not None and not 0.0 <= float(logit_alpha) < 1.0:
             raise ValueError(f"logit_alpha must be in [0, 1); got {logit_alpha!r}")
+        if logit_alpha is not None and integer_levels is not None and float(logit_alpha) == 0.0:
+            raise ValueError(
+                "logit_alpha must be > 0 with integer_levels: dequantized data reach 0, where logit(0) is "
+                "-inf; expected e.g. 0.05 (Real NVP's)"
+            )
         self.event_shape = _shape(event_shape)
         self.standardize = bool(standardize)
         self.integer_levels = None if integer_levels is None else int(integer_levels)
@@ -93,12 +155,7 @@ class Preprocessing(keras.layers.Layer):
             # Reads the variables at call time, so adapt() and load_weights() take effect.
             steps += [tfb.Scale(self.std.value), tfb.Shift(self.mean.value)]
         if self.logit_alpha is not None:
-            alpha = self.logit_alpha
-            steps += [
-                tfb.Sigmoid(),
-                tfb.Shift(tf.constant(-alpha, dtype)),
-                tfb.Scale(tf.constant(1.0 / (1.0 - alpha), dtype)),
-            ]
+            steps += [_ShiftedLogit(self.logit_alpha)]
         if self.integer_levels is not None:
             steps += [tfb.Scale(tf.constant(self.integer_levels, dtype))]
         return tfb.Chain(steps[::-1], name="preprocessing") if steps else tfb.Identity()
@@ -113,9 +170,9 @@ class Preprocessing(keras.layers.Layer):
         if self.integer_levels is not None:
             w = w / self.integer_levels
         if self.logit_alpha is not None:
-            p = self.logit_alpha + (1.0 - self.logit_alpha) * w
-            with np.errstate(divide="ignore"):
-                w = np.log(p) - np.log1p(-p)
+            alpha = self.logit_alpha
+            with np.errstate(divide="ignore", invalid="ignore"):  # check() refuses data outside the logit's range
+                w = np.log(alpha + (1.0 - alpha) * w) - np.log1p(-w) - np.log1p(-alpha)
         return w
 
     def check(self, x: np.ndarray) -> None:
@@ -126,15 +183,20 @@ class Preprocessing(keras.layers.Layer):
             raise ValueError(f"expected data of shape [{expected}]; got shape {x.shape}")
         if not np.all(np.isfinite(x)):
             raise ValueError("data has NaN or infinite values; expected finite values")
+        if x.size == 0:  # no range to check
+            return
         if self.integer_levels is not None:
             if x.min() < 0 or x.max() > self.integer_levels - 1:
                 raise ValueError(
                     f"integer data must lie in [0, {self.integer_levels - 1}] (integer_levels="
                     f"{self.integer_levels}); got values in [{x.min()}, {x.max()}]"
                 )
-        elif self.logit_alpha is not None and (x.min() < 0 or x.max() > 1):
+        elif self.logit_alpha is not None and (x.min() < 0 or x.max() >= 1 or (self.logit_alpha == 0 and x.min() == 0)):
+            # logit(alpha + (1 - alpha) v) is infinite at v = 1 (and at v = 0 for alpha = 0).
+            low = "(0" if self.logit_alpha == 0 else "[0"
             raise ValueError(
-                f"the logit transform needs data in [0, 1]; got values in [{x.min()}, {x.max()}]"
+                f"the logit transform needs data in {low}, 1) (logit_alpha={self.logit_alpha:g}); got values in "
+                f"[{x.min()}, {x.max()}]; expected data scaled below 1, e.g. pixels / 256, not / 255"
             )
 
     def adapt(self, data: np.ndarray | tf.data.Dataset, *, max_batches: int | None = None) -> None:
@@ -146,8 +208,8 @@ class Preprocessing(keras.layers.Layer):
           max_batches: With a dataset, read at most this many batches. Defaults to `None`.
 
         Raises:
-          ValueError: If the data have the wrong shape, or values outside the preprocessing's
-            range.
+          ValueError: If the data have no rows, the wrong shape, or values outside the
+            preprocessing's range.
         """
         if isinstance(data, tf.data.Dataset):
             batches = []
@@ -161,6 +223,9 @@ class Preprocessing(keras.layers.Layer):
                 batches.append(np.asarray(batch))
             data = np.concatenate(batches, axis=0)
         data = np.asarray(data)
+        if data.size == 0:  # np.mean of nothing is NaN: the statistics would be NaN, and every log_prob
+            raise ValueError(f"adapt got no rows (shape {data.shape}); expected at least one training example to "
+                             "fit the standardisation")
         self.check(data)
         if self.integer_levels is not None:
             data = data + 0.5  # cell centres: the dequantized data's mean

@@ -28,6 +28,7 @@ from tfp_realnvp.files import write_new
 from tfp_realnvp.training import EVAL_BATCH, TrainingConfig, recipe_for
 
 __all__ = [
+    "BACKUP_DIR",
     "CommandError",
     "HISTORY_FILE",
     "METRICS_FILE",
@@ -49,6 +50,9 @@ SETTINGS_FILE = "settings.json"  # the run's TrainingConfig
 RUN_FILE = "run.json"  # how it ran: command, versions, data rows
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
+BACKUP_DIR = "backup"  # an unfinished run's training backup (tfp_realnvp.backup); removed when training ends
+# `train` options that say where a run goes: --resume takes them from the run itself.
+_RUN_OPTIONS = ("config", "dataset", "stream_above_mb", "output", "export_dir", "no_export")
 _OWN_FILES = (MODEL_FILE, SETTINGS_FILE, RUN_FILE, METRICS_FILE, HISTORY_FILE)
 
 
@@ -86,9 +90,11 @@ def _check_output_dir(path: str, names: Sequence[str], what: str) -> pathlib.Pat
         raise CommandError(f"--output {path} is a file; expected a directory for the {what}")
     found = [name for name in names if (directory / name).exists()] if directory.is_dir() else []
     if found:
+        hint = f"; it holds an interrupted run: continue it with 'tfp-realnvp train --resume {path}'" \
+            if BACKUP_DIR in found else ""
         raise CommandError(
             f"--output {path} already holds results ({', '.join(found)}); expected a new or empty "
-            "directory (nothing is overwritten)"
+            f"directory (nothing is overwritten){hint}"
         )
     return directory
 
@@ -150,6 +156,8 @@ def _load_model(model_path: pathlib.Path) -> Any:
         model = keras.models.load_model(model_path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Keras's first sentence says what failed; the rest of its line can be the whole config.
+        first = re.split(r"(?<=[.!]) (?=[A-Z])", first, maxsplit=1)[0].rstrip(".")
         raise CommandError(
             f"cannot load {model_path}: {first} (expected a model saved by 'tfp-realnvp train')"
         ) from None
@@ -304,11 +312,12 @@ def _context_choice(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_dir: pathlib.Path,
-               export_dir: str | None, written: list[pathlib.Path]) -> Any:
+               export_dir: str | None, written: list[pathlib.Path], *, resumed: bool = False) -> Any:
     """A Keras callback that, when training starts (the data loaded and checked, the flow built),
     writes the run directory's settings.json and run.json and prints what is about to train.
 
-    Nothing is written before: a run that fails on its data or its flow leaves no directory.
+    Nothing is written before: a run that fails on its data or its flow leaves no directory. A
+    resumed run has both files already, and keeps them.
     """
     import keras  # pylint: disable=import-outside-toplevel
 
@@ -350,7 +359,8 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             if RunStart.starts > 1:
                 print(f"Restart {RunStart.starts} of {config.restarts}", flush=True)
                 return
-            write_run_files()
+            if not resumed:
+                write_run_files()
             print(f"Dataset   {data.description}")
             print(f"Flow      {config.flow} over events of shape {list(self.model.event_shape)}"
                   + (f": {options}" if options else "") + f"; {self.model.count_params():,} weights")
@@ -364,19 +374,58 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
     return RunStart()
 
 
+def _resumed_run(args: argparse.Namespace, run_files: Sequence[str]) -> tuple[TrainingConfig, pathlib.Path, str | None]:
+    """`(config, run_dir, export_dir)` of the interrupted run `--resume` names, from its own files.
+
+    The files the interrupted process wrote after its training (model.keras, history.json, plots)
+    are the unfinished run's, and are removed; a run with metrics.json, its last file, is finished
+    and refused.
+    """
+    run_dir = pathlib.Path(args.resume)
+    others = sorted(f"--{name.replace('_', '-')}" for name in (*CONFIG_FIELDS, *FLOW_OPTIONS, *_RUN_OPTIONS)
+                    if getattr(args, name, None) not in (None, False))
+    if others:
+        raise CommandError(f"--resume continues a run with its own settings ({run_dir / SETTINGS_FILE}); expected no "
+                           f"other option than --verbose, got {', '.join(others)}")
+    if not run_dir.is_dir():
+        raise CommandError(f"--resume {args.resume}: no such run directory; expected the directory of an "
+                           "interrupted 'tfp-realnvp train' (runs/<dataset>-<time>)")
+    if (run_dir / METRICS_FILE).exists():
+        raise CommandError(f"--resume {args.resume}: the run is finished ({METRICS_FILE} is written); nothing to "
+                           "resume, and its results are not overwritten")
+    if not (run_dir / SETTINGS_FILE).is_file():
+        raise CommandError(f"--resume {args.resume} holds no {SETTINGS_FILE}; expected the directory of an "
+                           "interrupted 'tfp-realnvp train' (a run killed before its training began left "
+                           "nothing to resume: start it again)")
+    config = TrainingConfig.from_file(run_dir / SETTINGS_FILE)
+    export_dir = (_read_json(run_dir / RUN_FILE) or {}).get("export_dir")
+    if export_dir is not None:
+        _check_export_dir(export_dir)
+    for name in run_files:
+        if name not in (SETTINGS_FILE, RUN_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    for partial in run_dir.glob(".*.partial*"):  # write_new's temporary files, left by the kill
+        partial.unlink(missing_ok=True)
+    return config, run_dir, export_dir
+
+
 def train(args: argparse.Namespace) -> int:
     started = time.time()
-    config = training_config(args)
     run_files = _run_files()
-    # Cheap checks first: nothing below this block may fail on what the user typed after minutes of training.
-    run_dir = (_check_output_dir(args.output, run_files, "run's results") if args.output is not None
-               else _new_run_dir(config.dataset))
-    export_dir = None
-    if not args.no_export:
-        export_dir = args.export_dir or default_export_dir(config)
-        _check_export_dir(export_dir)
-    elif args.export_dir:
-        raise CommandError("--export-dir and --no-export contradict each other; give one of them")
+    resumed = args.resume is not None
+    if resumed:
+        config, run_dir, export_dir = _resumed_run(args, run_files)
+    else:
+        config = training_config(args)
+        # Cheap checks first: nothing below this block may fail on what the user typed after minutes of training.
+        run_dir = (_check_output_dir(args.output, (*run_files, BACKUP_DIR), "run's results")
+                   if args.output is not None else _new_run_dir(config.dataset))
+        export_dir = None
+        if not args.no_export:
+            export_dir = args.export_dir or default_export_dir(config)
+            _check_export_dir(export_dir)
+        elif args.export_dir:
+            raise CommandError("--export-dir and --no-export contradict each other; give one of them")
 
     import_tensorflow()
     from tfp_realnvp import plots  # pylint: disable=import-outside-toplevel
@@ -387,10 +436,14 @@ def train(args: argparse.Namespace) -> int:
                       header=config.header, stream_above_mb=config.stream_above_mb)
     written: list[pathlib.Path] = []
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if resumed:
+        backup = "from its backup" if (run_dir / BACKUP_DIR).is_dir() else \
+            "from the start (no backup: it was killed before its first epoch ended, or after its training)"
+        print(f"Resuming  {run_dir} {backup}", flush=True)
     seconds = {"start": time.time() - started}  # where the run's time goes (benchmarks/CLI_DEFAULT.md)
     lap = time.time()
-    result = fit_flow(config, data=data, verbose=verbose,
-                      callbacks=[_run_start(config, data, args, run_dir, export_dir, written)])
+    result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
+                      callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
     seconds["fit_flow"], lap = time.time() - lap, time.time()
     model = result.model
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]

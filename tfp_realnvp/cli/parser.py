@@ -230,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  density.png     2-D data: the learned density with the data over it\n"
             "  samples.png     samples beside data (digits: real ones beside samples at T = 1, 0.7)\n"
             "  loss.png        training and validation curves",
-            "then export the model as a new SavedModel version under --export-dir.",
+            "then export the model as a new SavedModel version under --export-dir. While it trains, "
+            "RUN_DIR/backup holds the last finished epoch: 'train --resume RUN_DIR' continues a run "
+            "that was killed.",
             "Options left out come from --config, else from the dataset's recipe ('file' for csv:/npy: "
             "data; tfp_realnvp.training.RECIPES):",
             _recipe_table(),
@@ -239,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="PATH.json",
                        help="read the training configuration from this file, e.g. a run's settings.json, to "
                             "repeat that run; options given here override it")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run (killed, out of time) from the backup of its last "
+                            "finished epoch, with the settings in RUN_DIR/settings.json; takes no other option "
+                            "but --verbose, and refuses a finished run")
     _add_data_options(train, dataset_help=_DATASETS_HELP + " (default: two_moons)", train=True)
     flow = train.add_argument_group("flow")
     flow.add_argument("--flow", choices=BUILTIN_FLOWS, help="the flow's builder (default: recipe)")
@@ -259,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fit a per-feature mean and standard deviation on the training rows "
                            "(default: recipe)")
     flow.add_argument("--logit-alpha", type=_fraction, metavar="A",
-                      help="apply logit(A + (1 - A) v) to data scaled to [0, 1] (default: recipe)")
+                      help="apply logit(A + (1 - A) v) to data scaled to [0, 1) (default: recipe)")
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive_int, metavar="N", help="maximum epochs (default: recipe)")
     fit.add_argument("--batch-size", type=_positive_int, metavar="N", help="rows per step (default: recipe)")

@@ -1,0 +1,317 @@
+"""Properties of every bijector, on examples that hypothesis draws: FAMILIES is the registry.
+
+A family draws a bijector at random (its structure, dtype and weights) for the properties to
+check: the round trip both ways, `fldj == -ildj`, the log-determinant against autodiff in
+float64, shapes and dtypes over batch shapes none/one/several, and finite results for inputs up
+to 1e4 and extreme parameters (a learned tanh scale of 1e3, conditioner outputs of 1e6 and
+more). A new bijector joins every property by adding one entry to FAMILIES; the image
+bijectors (squeeze, batch normalization, ActNorm, the multi-scale flow) join that way.
+
+The example budget is fixed and the draws derandomized (the "tfp_realnvp" profile registered
+in conftest.py), so CI runs the same examples every time: `PROPERTIES x EXAMPLES` below is the
+count, e.g. for the closing note of a change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfp_realnvp import AffineCoupling, MLPConditioner, real_nvp
+from tfp_realnvp.bijectors.preprocessing import Preprocessing
+from tfp_realnvp.bounds import MAX_LOG_SCALE, TanhLogScale
+from tfp_realnvp.choices import LOG_SCALE_BOUNDS, PERMUTATIONS
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+BATCH_SHAPES = [(), (1,), (3,), (2, 3)]  # none, one, several (and two batch axes)
+BOUNDED = tuple(b for b in LOG_SCALE_BOUNDS if b != "unbounded")  # the bounds that promise finiteness
+EXTREME_SCALE = 1e3  # a learned tanh scale c grown far past MAX_LOG_SCALE
+EXTREME_GAIN = 1e6  # on the conditioner's raw log-scale: tanh and log-sigmoid saturate
+MAGNITUDE = 1e4  # the largest input the finiteness property promises to handle
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A drawn bijector and what the properties need to know about it.
+
+    Attributes:
+      bijector: The bijector; `forward` maps its latent side to data.
+      event_shape: Its event shape.
+      tolerance: `rtol` (= `atol`) of a float32 round trip; float64 uses `1e-9` (see `_tol`).
+      distribution: A distribution over the data side whose `log_prob` must be finite too.
+      data_range: Where the data side's inputs may lie, `(low, high)`, for the finiteness property.
+    """
+
+    bijector: tfb.Bijector
+    event_shape: tuple[int, ...]
+    tolerance: float
+    distribution: tfd.Distribution | None = None
+    data_range: tuple[float, float] = (-MAGNITUDE, MAGNITUDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How to draw one kind of bijector: `spec(dtype, extreme)` is a strategy of plain specs (what
+    hypothesis prints for a failing example), `build(spec)` makes the Case. With `extreme`, the
+    bijector's parameters are extreme and it must still keep every result finite."""
+
+    spec: Callable[[str, bool], st.SearchStrategy[dict]]
+    build: Callable[[dict], Case]
+
+    def draw(self, data: st.DataObject, dtype: str, extreme: bool = False) -> Case:
+        return self.build(data.draw(self.spec(dtype, extreme), label="spec"))
+
+
+def _randomize(variables, seed: int, scale: float = 0.4) -> None:
+    """Random weights: a fresh coupling is the identity, which proves little."""
+    rng = np.random.default_rng(seed)
+    for v in variables:
+        v.assign(scale * rng.standard_normal(v.shape).astype(v.dtype.as_numpy_dtype))
+
+
+def _make_extreme(couplings, seed: int) -> None:
+    """A grown tanh scale of +-1e3 and conditioner raw log-scales of 1e6 and more."""
+    rng = np.random.default_rng(seed + 1)
+    for coupling in couplings:
+        for layer in coupling.keras_layers:
+            if isinstance(layer, TanhLogScale):
+                sign = rng.choice([-1.0, 1.0], size=layer.scale.shape)
+                layer.scale.assign((EXTREME_SCALE * sign).astype(layer.scale.dtype))
+            elif isinstance(layer, MLPConditioner):
+                (kernel,) = [w for w in layer.weights if w.path.endswith("shift_and_log_scale/kernel")]
+                value = np.array(kernel.numpy())
+                half = value.shape[1] // 2  # columns [half:] are the raw log-scale
+                value[:, half:] *= EXTREME_GAIN
+                kernel.assign(value)
+
+
+def _bounds(extreme: bool, dtype: str) -> st.SearchStrategy[str]:
+    # Unbounded log-scales in float64 only: float32 has no accuracy to promise them. Nothing caps
+    # how far their inverse expands float32's rounding (e^15 in volume over three couplings of
+    # random weights: a round trip off by 1e-3); the default bounds are what float32 relies on.
+    return st.sampled_from(BOUNDED if extreme or dtype == "float32" else LOG_SCALE_BOUNDS)
+
+
+def _small_shape(max_rank: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
+    return st.integers(1, max_rank).flatmap(
+        lambda rank: st.lists(st.integers(1, 3), min_size=rank, max_size=rank).map(tuple))
+
+
+@st.composite
+def _affine_coupling_spec(draw: st.DrawFn, dtype: str, extreme: bool) -> dict:
+    """A count (vectors) or a boolean mask (any rank, random entries) over a small event."""
+    shape = draw(_small_shape())
+    if math.prod(shape) < 2:
+        shape = (*shape[:-1], 2)
+    size = math.prod(shape)
+    spec = dict(dtype=dtype, extreme=extreme, event_shape=shape, seed=draw(st.integers(0, 2**16)),
+                hidden_units=tuple(draw(st.lists(st.sampled_from([4, 8]), min_size=1, max_size=2))),
+                log_scale_bound=draw(_bounds(extreme, dtype)))
+    if len(shape) == 1 and draw(st.booleans()):
+        return {**spec, "num_masked": draw(st.integers(1, size - 1)) * draw(st.sampled_from([1, -1]))}
+    order = draw(st.permutations(range(size)))
+    return {**spec, "unchanged": tuple(sorted(order[:draw(st.integers(1, size - 1))]))}
+
+
+def _affine_coupling(spec: dict) -> Case:
+    shape, dtype, seed, hidden = spec["event_shape"], spec["dtype"], spec["seed"], spec["hidden_units"]
+    if "num_masked" in spec:
+        d = spec["num_masked"]
+        conditioner = MLPConditioner(hidden, output_shape=(shape[0] - abs(d),), dtype=dtype, seed=seed)
+        coupling = AffineCoupling(conditioner, num_masked=d, event_shape=shape, log_scale_bound=spec["log_scale_bound"])
+    else:
+        mask = np.isin(np.arange(math.prod(shape)), spec["unchanged"]).reshape(shape)
+        conditioner = MLPConditioner(hidden, event_ndims=len(shape), dtype=dtype, seed=seed)
+        coupling = AffineCoupling(conditioner, mask=mask, log_scale_bound=spec["log_scale_bound"])
+    _randomize(coupling.trainable_variables, seed)
+    if spec["extreme"]:
+        _make_extreme([coupling], seed)
+    # float32 through one coupling with |s| <= 1 (tanh of a random raw times c = 1): a few ulps.
+    return Case(coupling, shape, tolerance=1e-5)
+
+
+def _real_nvp_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries(dict(
+        dtype=st.just(dtype), extreme=st.just(extreme), event_size=st.integers(2, 5), seed=st.integers(0, 2**16),
+        num_couplings=st.integers(1, 3), permutation=st.sampled_from(PERMUTATIONS), log_scale_bound=_bounds(extreme, dtype)))
+
+
+def _real_nvp(spec: dict) -> Case:
+    """Couplings and permutations on a normal base, as a distribution."""
+    dist = real_nvp(spec["event_size"], num_couplings=spec["num_couplings"], hidden_units=(8,), seed=spec["seed"],
+                    dtype=spec["dtype"], permutation=spec["permutation"], log_scale_bound=spec["log_scale_bound"])
+    _randomize(dist.trainable_variables, spec["seed"])
+    if spec["extreme"]:
+        _make_extreme([b for b in dist.bijector.bijectors if isinstance(b, AffineCoupling)], spec["seed"])
+    # float32 through up to 3 couplings, each a few ulps on values grown by up to e^3: ~1e-5 each.
+    return Case(dist.bijector, (spec["event_size"],), tolerance=1e-4, distribution=dist)
+
+
+def _preprocessing_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    # alpha 1e-6 puts float32's rounding of alpha + (1 - alpha) v to 1 within reach.
+    return st.fixed_dictionaries(dict(
+        dtype=st.just(dtype), event_shape=_small_shape(), seed=st.integers(0, 2**16), standardize=st.booleans(),
+        integer_levels=st.one_of(st.none(), st.integers(2, 256)),
+        logit_alpha=st.one_of(st.none(), st.sampled_from([1e-6, 0.05, 0.2]))))
+
+
+def _preprocessing(spec: dict) -> Case:
+    """Standardisation, integer levels (dequantized data) and Real NVP's logit, in any combination."""
+    shape, dtype, levels, alpha = spec["event_shape"], spec["dtype"], spec["integer_levels"], spec["logit_alpha"]
+    layer = Preprocessing(shape, standardize=spec["standardize"], integer_levels=levels, logit_alpha=alpha,
+                          dtype=dtype)
+    rng = np.random.default_rng(spec["seed"])
+    # Statistics as adapt() leaves them; moderate, so the latent side's N(0, 1) stays off the
+    # sigmoid's flat tails (where any float32 round trip loses the latent value).
+    layer.mean.assign(rng.uniform(-1.0, 1.0, shape).astype(dtype))
+    layer.std.assign(rng.uniform(0.5, 2.0, shape).astype(dtype))
+    bounded = alpha is not None or levels is not None
+    data_range = (0.0, float(levels or 1)) if bounded else (-MAGNITUDE, MAGNITUDE)
+    # float32 logit: a latent value of 4 std maps to 1 - sigmoid(~9) ~ 1e-4, known to ~6e-8 / 1e-4.
+    return Case(layer.bijector(), shape, tolerance=1e-3 if alpha is not None else 1e-5, data_range=data_range)
+
+
+FAMILIES: dict[str, Family] = {
+    "affine_coupling": Family(_affine_coupling_spec, _affine_coupling),
+    "real_nvp": Family(_real_nvp_spec, _real_nvp),
+    "preprocessing": Family(_preprocessing_spec, _preprocessing),
+}
+
+# Examples per property and family (all families run each property).
+EXAMPLES = {"round_trip": 12, "log_det_negation": 8, "log_det_autodiff": 8, "shapes": 8, "finite": 10}
+PROPERTIES = len(EXAMPLES)
+
+
+def _tol(case: Case, dtype: str) -> dict[str, float]:
+    # float64 through the same maps: eps64 ~ 2e-16 grown as float32's is, ~1e-12; 1e-9 leaves room.
+    tol = case.tolerance if dtype == "float32" else 1e-9
+    return dict(rtol=tol, atol=tol)
+
+
+def _drawn(data: st.DataObject, family: str, dtype: str | None = None) -> tuple[str, Case, tuple[int, ...], tf.Tensor]:
+    """`(dtype, case, batch_shape, z)`: a bijector of `family` and latent points `z ~ N(0, 1)`."""
+    dtype = dtype or data.draw(st.sampled_from(["float32", "float64"]), label="dtype")
+    case = FAMILIES[family].draw(data, dtype)
+    batch_shape = data.draw(st.sampled_from(BATCH_SHAPES), label="batch_shape")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    return dtype, case, batch_shape, tf.constant(rng.standard_normal(batch_shape + case.event_shape), dtype)
+
+
+def _events(case: Case) -> int:
+    return len(case.event_shape)
+
+
+def _property(name: str):
+    """A property test: run for each family, on `EXAMPLES[name]` drawn examples each."""
+
+    def decorate(test):
+        drawn = settings(max_examples=EXAMPLES[name])(given(data=st.data())(test))
+        return pytest.mark.parametrize("family", sorted(FAMILIES))(drawn)
+
+    return decorate
+
+
+@_property("round_trip")
+def test_round_trip_both_ways(family, data):
+    dtype, case, _, z = _drawn(data, family)
+    # tf.identity defeats TFP's cache, which would hand back the input itself.
+    x = case.bijector.forward(tf.identity(z))
+    np.testing.assert_allclose(case.bijector.inverse(tf.identity(x)), z, **_tol(case, dtype))
+    x_again = case.bijector.forward(tf.identity(case.bijector.inverse(tf.identity(x))))
+    np.testing.assert_allclose(x_again, x, **_tol(case, dtype))
+
+
+@_property("log_det_negation")
+def test_forward_log_det_is_minus_the_inverse_one(family, data):
+    dtype, case, _, z = _drawn(data, family)
+    x = case.bijector.forward(tf.identity(z))
+    fldj = case.bijector.forward_log_det_jacobian(tf.identity(z), event_ndims=_events(case))
+    ildj = case.bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=_events(case))
+    np.testing.assert_allclose(np.broadcast_to(fldj, ildj.shape), -ildj, **_tol(case, dtype))
+
+
+@_property("log_det_autodiff")
+def test_log_det_matches_autodiff_in_float64(family, data):
+    _, case, batch_shape, z = _drawn(data, family, "float64")
+    n, size = math.prod(batch_shape), math.prod(case.event_shape)
+
+    def log_det(function, inputs):
+        flat = tf.reshape(inputs, [n, size])
+        with tf.GradientTape() as tape:
+            tape.watch(flat)
+            outputs = tf.reshape(function(tf.reshape(flat, inputs.shape)), [n, size])
+        return tf.reshape(tf.linalg.slogdet(tape.batch_jacobian(outputs, flat))[1], batch_shape)
+
+    x = tf.identity(case.bijector.forward(tf.identity(z)))
+    # LU of a well-conditioned Jacobian of at most 12 x 12 entries in float64: ~1e-13 relative.
+    fldj = case.bijector.forward_log_det_jacobian(tf.identity(z), event_ndims=_events(case))
+    np.testing.assert_allclose(np.broadcast_to(fldj, batch_shape), log_det(case.bijector.forward, z),
+                               rtol=1e-9, atol=1e-9)
+    ildj = case.bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=_events(case))
+    np.testing.assert_allclose(np.broadcast_to(ildj, batch_shape), log_det(case.bijector.inverse, x),
+                               rtol=1e-9, atol=1e-9)
+
+
+@_property("shapes")
+def test_shapes_and_dtypes_follow_the_input(family, data):
+    dtype, case, batch_shape, z = _drawn(data, family)
+    x = case.bijector.forward(tf.identity(z))
+    assert x.shape == z.shape and x.dtype == z.dtype
+    assert case.bijector.inverse(tf.identity(x)).shape == z.shape
+    fldj = case.bijector.forward_log_det_jacobian(tf.identity(z), event_ndims=_events(case))
+    # A constant log-det (standardisation, tfb.Identity) is a scalar: TFP's contract is "broadcasts to".
+    assert np.broadcast_shapes(fldj.shape, batch_shape) == batch_shape and fldj.dtype == z.dtype
+    if case.distribution is not None:
+        assert case.distribution.log_prob(tf.identity(x)).shape == batch_shape
+    # Each batch member is transformed on its own: the first alone as in the batch.
+    if batch_shape:
+        first = tf.reshape(z, (-1, *case.event_shape))[:1]
+        alone = case.bijector.forward(tf.identity(first))
+        np.testing.assert_allclose(alone, tf.reshape(x, (-1, *case.event_shape))[:1], **_tol(case, dtype))
+
+
+@_property("finite")
+def test_finite_for_large_inputs_and_extreme_parameters(family, data):
+    dtype = data.draw(st.sampled_from(["float32", "float64"]), label="dtype")
+    case = FAMILIES[family].draw(data, dtype, extreme=True)
+    batch = data.draw(st.integers(1, 4), label="rows")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    low, high = case.data_range
+    # The edges themselves: the largest value below `high` (its own dtype's), `low`, and 0 when inside.
+    edges = [np.nextafter(np.array(high, dtype), np.array(low, dtype)), np.array(low, dtype)]
+    x = rng.uniform(low, high, (batch + len(edges), *case.event_shape)).astype(dtype)
+    for k, edge in enumerate(edges):
+        x[batch + k] = edge
+    z = rng.uniform(-MAGNITUDE, MAGNITUDE, (batch, *case.event_shape)).astype(dtype)
+    z[0] = MAGNITUDE
+    n = _events(case)
+    results = {
+        "inverse": case.bijector.inverse(tf.constant(x)),
+        "inverse_log_det_jacobian": case.bijector.inverse_log_det_jacobian(tf.constant(x), event_ndims=n),
+        "forward": case.bijector.forward(tf.constant(z)),
+        "forward_log_det_jacobian": case.bijector.forward_log_det_jacobian(tf.constant(z), event_ndims=n),
+    }
+    if case.distribution is not None:
+        results["log_prob"] = case.distribution.log_prob(tf.constant(x))
+    for name, value in results.items():
+        assert np.all(np.isfinite(value.numpy())), f"{name} is not finite: {value.numpy()}"
+
+
+def test_the_extreme_parameters_are_extreme():
+    # The finiteness property proves something only if its log-scales do reach the bound.
+    coupling = AffineCoupling(MLPConditioner((8,), output_shape=(2,), seed=0), num_masked=2, event_shape=(4,))
+    _randomize(coupling.trainable_variables, 0)
+    _make_extreme([coupling], 0)
+    x = tf.constant(np.random.default_rng(0).uniform(-MAGNITUDE, MAGNITUDE, (64, 4)), tf.float32)
+    fldj = coupling.forward_log_det_jacobian(x, event_ndims=1).numpy()
+    # Two transformed entries, each s = +-MAX_LOG_SCALE once tanh has saturated.
+    assert np.max(np.abs(fldj)) == pytest.approx(2 * MAX_LOG_SCALE)

@@ -5,7 +5,7 @@ check: the round trip both ways, `fldj == -ildj`, the log-determinant against au
 float64, shapes and dtypes over batch shapes none/one/several, and finite results for inputs up
 to 1e4 and extreme parameters (a learned tanh scale of 1e3, conditioner outputs of 1e6 and
 more). A new bijector joins every property by adding one entry to FAMILIES; the image
-bijectors (squeeze, batch normalization, ActNorm, the multi-scale flow) join that way.
+bijectors (squeeze, batch normalization, ActNorm, the multi-scale flow) joined that way.
 
 The example budget is fixed and the draws derandomized (the "tfp_realnvp" profile registered
 in conftest.py), so CI runs the same examples every time: `PROPERTIES x EXAMPLES` below is the
@@ -25,10 +25,11 @@ import tensorflow_probability as tfp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfp_realnvp import AffineCoupling, MLPConditioner, real_nvp
+from tfp_realnvp import ActNorm, AffineCoupling, BatchNormalization, MLPConditioner, Squeeze, real_nvp, real_nvp_multiscale
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.bounds import MAX_LOG_SCALE, TanhLogScale
 from tfp_realnvp.choices import LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.tracking import parts
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -49,6 +50,7 @@ class Case:
       tolerance: `rtol` (= `atol`) of a float32 round trip; float64 uses `1e-9` (see `_tol`).
       distribution: A distribution over the data side whose `log_prob` must be finite too.
       data_range: Where the data side's inputs may lie, `(low, high)`, for the finiteness property.
+      data_shape: The data side's event shape, when `forward` changes it (a squeeze).
     """
 
     bijector: tfb.Bijector
@@ -56,6 +58,11 @@ class Case:
     tolerance: float
     distribution: tfd.Distribution | None = None
     data_range: tuple[float, float] = (-MAGNITUDE, MAGNITUDE)
+    data_shape: tuple[int, ...] | None = None
+
+    @property
+    def data_event(self) -> tuple[int, ...]:
+        return self.data_shape or self.event_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +187,74 @@ def _preprocessing(spec: dict) -> Case:
     return Case(layer.bijector(), shape, tolerance=1e-3 if alpha is not None else 1e-5, data_range=data_range)
 
 
+def _image_shape(min_side: int = 2) -> st.SearchStrategy[tuple[int, int, int]]:
+    """`[H, W, C]` with even sides (what a squeeze needs)."""
+    side = st.sampled_from([s for s in (2, 4) if s >= min_side])
+    return st.tuples(side, side, st.integers(1, 3))
+
+
+def _squeeze_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries(dict(dtype=st.just(dtype), event_shape=_image_shape()))
+
+
+def _squeeze(spec: dict) -> Case:
+    # A permutation of the entries: exact in any dtype.
+    h, w, c = spec["event_shape"]
+    return Case(Squeeze(), (h, w, c), tolerance=0.0, data_shape=(h // 2, w // 2, 4 * c))
+
+
+def _normalization_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries(dict(
+        dtype=st.just(dtype), extreme=st.just(extreme), event_shape=_small_shape(), seed=st.integers(0, 2**16),
+        kind=st.sampled_from(["batch", "actnorm"])))
+
+
+def _normalization(spec: dict) -> Case:
+    """Batch normalization in inference (its running statistics) or ActNorm, with random weights."""
+    shape, dtype, seed = spec["event_shape"], spec["dtype"], spec["seed"]
+    bijector = (BatchNormalization(shape, dtype=dtype) if spec["kind"] == "batch" else ActNorm(shape, dtype=dtype))
+    _randomize(bijector.trainable_variables, seed)
+    if spec["kind"] == "batch":
+        channels = bijector.moving_variance.shape
+        rng = np.random.default_rng(seed + 1)
+        bijector.moving_mean.assign(rng.uniform(-1.0, 1.0, channels).astype(dtype))
+        # Extreme: a channel that never varied (variance 0), scaled by 1 / sqrt(epsilon) = 100.
+        variance = np.zeros(channels) if spec["extreme"] else rng.uniform(0.5, 2.0, channels)
+        bijector.moving_variance.assign(variance.astype(dtype))
+    # One per-channel affine map with scales within e^+-1 or 100: a few ulps.
+    return Case(bijector, shape, tolerance=1e-5)
+
+
+def _multiscale_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries(dict(
+        dtype=st.just(dtype), extreme=st.just(extreme), seed=st.integers(0, 2**16),
+        event_shape=st.tuples(st.just(4), st.just(4), st.integers(1, 2)), num_scales=st.integers(1, 2),
+        normalization=st.sampled_from(["none", "batch", "actnorm"]),
+        # Bounded only: convolutions of random weights drive unbounded log-scales to e^20 and more,
+        # past what even float64 can invert to 1e-9 (the default bound is tanh).
+        log_scale_bound=st.sampled_from(BOUNDED)))
+
+
+def _multiscale(spec: dict) -> Case:
+    """The paper's image architecture, one coupling of each kind per scale, as a distribution."""
+    dist = real_nvp_multiscale(
+        spec["event_shape"], num_scales=spec["num_scales"], normalization=spec["normalization"],
+        num_checkerboard_couplings=1, num_channel_couplings=1, num_final_couplings=1, num_filters=4, num_blocks=1,
+        log_scale_bound=spec["log_scale_bound"], seed=spec["seed"], dtype=spec["dtype"])
+    _randomize(dist.trainable_variables, spec["seed"], scale=0.3)
+    if spec["extreme"]:
+        _make_extreme([b for b in parts(dist.bijector) if isinstance(b, AffineCoupling)], spec["seed"])
+    # float32 through up to five couplings and normalizations of convolutions: ~1e-5 each.
+    return Case(dist.bijector, spec["event_shape"], tolerance=1e-4, distribution=dist)
+
+
 FAMILIES: dict[str, Family] = {
     "affine_coupling": Family(_affine_coupling_spec, _affine_coupling),
     "real_nvp": Family(_real_nvp_spec, _real_nvp),
     "preprocessing": Family(_preprocessing_spec, _preprocessing),
+    "squeeze": Family(_squeeze_spec, _squeeze),
+    "normalization": Family(_normalization_spec, _normalization),
+    "real_nvp_multiscale": Family(_multiscale_spec, _multiscale),
 }
 
 # Examples per property and family (all families run each property).
@@ -265,7 +336,7 @@ def test_log_det_matches_autodiff_in_float64(family, data):
 def test_shapes_and_dtypes_follow_the_input(family, data):
     dtype, case, batch_shape, z = _drawn(data, family)
     x = case.bijector.forward(tf.identity(z))
-    assert x.shape == z.shape and x.dtype == z.dtype
+    assert x.shape == batch_shape + case.data_event and x.dtype == z.dtype
     assert case.bijector.inverse(tf.identity(x)).shape == z.shape
     fldj = case.bijector.forward_log_det_jacobian(tf.identity(z), event_ndims=_events(case))
     # A constant log-det (standardisation, tfb.Identity) is a scalar: TFP's contract is "broadcasts to".
@@ -276,7 +347,7 @@ def test_shapes_and_dtypes_follow_the_input(family, data):
     if batch_shape:
         first = tf.reshape(z, (-1, *case.event_shape))[:1]
         alone = case.bijector.forward(tf.identity(first))
-        np.testing.assert_allclose(alone, tf.reshape(x, (-1, *case.event_shape))[:1], **_tol(case, dtype))
+        np.testing.assert_allclose(alone, tf.reshape(x, (-1, *case.data_event))[:1], **_tol(case, dtype))
 
 
 @_property("finite")
@@ -288,7 +359,7 @@ def test_finite_for_large_inputs_and_extreme_parameters(family, data):
     low, high = case.data_range
     # The edges themselves: the largest value below `high` (its own dtype's), `low`, and 0 when inside.
     edges = [np.nextafter(np.array(high, dtype), np.array(low, dtype)), np.array(low, dtype)]
-    x = rng.uniform(low, high, (batch + len(edges), *case.event_shape)).astype(dtype)
+    x = rng.uniform(low, high, (batch + len(edges), *case.data_event)).astype(dtype)
     for k, edge in enumerate(edges):
         x[batch + k] = edge
     z = rng.uniform(-MAGNITUDE, MAGNITUDE, (batch, *case.event_shape)).astype(dtype)

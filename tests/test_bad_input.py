@@ -284,6 +284,12 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
         "test_faults.py", "the run is finished (metrics.json is written); nothing to resume", regex=False),
     "`--resume` of a run that never began": Check(_resume_without_settings),
     "`--resume` with other options": Check(lambda env: _cli(env, "train", "--resume", "started", "--epochs", "3")),
+    "`--resume` with a `--no-` option": Check(
+        lambda env: _cli(env, "train", "--resume", "started", "--no-standardize")),
+    "the image flow on vectors": Check(
+        lambda env: _cli(env, "train", "--flow", "real_nvp_multiscale", "--epochs", "1", "--no-export")),
+    "an `--event-shape` that does not hold a row": Check(
+        lambda env: _cli(env, "train", "--dataset", "digits", "--event-shape", "8,4,1", "--epochs", "1", "--no-export")),
     "a `--model` that is not a zip": Asserted("test_cli.py", r"garbage\.keras is not a \.keras archive \(not a zip file\)"),
     "a truncated `.keras`": Check(_truncated_keras),
     "a `.keras` whose weights are cut short": Check(_weights_cut_short),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -159,4 +160,10 @@ def test_fit_flow_names_configurations_that_cannot_run(tmp_path):
         fit_flow(TrainingConfig.for_dataset("two_moons", **{**QUICK, "flow_options": {"depth": 3}}), data=moons)
     with pytest.raises(DataError, match="training data of two_moons do not fit the flow: the logit transform"):
         fit_flow(TrainingConfig.for_dataset("two_moons", **QUICK, logit_alpha=0.05), data=moons)
+    # A NaN among the validation rows (the training split's last), which adapt() never sees.
+    train = np.array(moons.train)
+    train[-1, 0] = np.nan
+    nan_in_validation = dataclasses.replace(moons, train=train)
+    with pytest.raises(DataError, match="training data of two_moons do not fit the flow: data has NaN"):
+        fit_flow(TrainingConfig.for_dataset("two_moons", **QUICK), data=nan_in_validation)
 

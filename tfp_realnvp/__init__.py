@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "ResNetConditioner": "tfp_realnvp.conditioners.resnet",
     "Squeeze": "tfp_realnvp.bijectors.squeeze",
     "TanhLogScale": "tfp_realnvp.bounds",
+    "TrainingBackup": "tfp_realnvp.backup",
     "TrainingConfig": "tfp_realnvp.training",
     "TrainingResult": "tfp_realnvp.training",
     "channel_mask": "tfp_realnvp.masks",

@@ -45,19 +45,19 @@ if TYPE_CHECKING:
     from tfp_realnvp.model import FlowModel
 
 __all__ = [
+    "ConfigError",
     "EVAL_BATCH",
     "RECIPES",
-    "ConfigError",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
-    "evaluate",
-    "recipe_name",
     "context_columns",
     "context_size",
+    "evaluate",
     "examples",
     "fit_flow",
     "recipe_for",
+    "recipe_name",
     "split_rows",
     "split_sizes",
     "test_inputs",
@@ -496,10 +496,14 @@ def fit_flow(
         except ValueError as error:
             raise DataError(f"training data of {data.name} do not fit the flow: {error}") from None
         if j == 0 and not data.streamed:  # the preprocessing's range does not depend on the seed
-            try:
-                model.preprocessing.check(examples(config, data, "test")[0])
-            except ValueError as error:
-                raise DataError(f"test data of {data.name} do not fit the flow: {error}") from None
+            # adapt() checked the fitted rows; fit's own checks do not see a tf.data pipeline, so
+            # the validation rows (the training split's last) are checked here with the test split.
+            for split in ("train", "test"):
+                try:
+                    model.preprocessing.check(examples(config, data, split)[0])
+                except ValueError as error:
+                    what = "training" if split == "train" else split
+                    raise DataError(f"{what} data of {data.name} do not fit the flow: {error}") from None
         _compile(model, config, _steps_per_epoch(n_fit, config.batch_size, streamed=data.streamed))
         finished = _finished_restart(backup, j, config.restarts)
         if finished is not None:  # a resumed run: this restart ended before the interruption

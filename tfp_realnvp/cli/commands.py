@@ -344,7 +344,7 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             "cwd": os.getcwd(),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "output": str(run_dir),
-            "export_dir": export_dir,
+            "export_dir": os.path.abspath(export_dir) if export_dir else None,  # --resume runs from anywhere
             "data": {"description": data.description, "event_size": data.event_size, "num_train": data.num_train,
                      "num_fit": n_fit, "num_validation": n_val, "num_test": data.num_test,
                      "streamed": data.streamed},
@@ -382,8 +382,11 @@ def _resumed_run(args: argparse.Namespace, run_files: Sequence[str]) -> tuple[Tr
     and refused.
     """
     run_dir = pathlib.Path(args.resume)
-    others = sorted(f"--{name.replace('_', '-')}" for name in (*CONFIG_FIELDS, *FLOW_OPTIONS, *_RUN_OPTIONS)
-                    if getattr(args, name, None) not in (None, False))
+    # Given at all: --no-standardize and the like set False; only --no-export defaults to it.
+    given = [name for name in (*CONFIG_FIELDS, *FLOW_OPTIONS, *_RUN_OPTIONS)
+             if getattr(args, name, None) is not None and not (name == "no_export" and not args.no_export)]
+    others = sorted(f"--{'no-' * (getattr(args, name) is False and name != 'no_export')}{name.replace('_', '-')}"
+                    for name in given)
     if others:
         raise CommandError(f"--resume continues a run with its own settings ({run_dir / SETTINGS_FILE}); expected no "
                            f"other option than --verbose, got {', '.join(others)}")
@@ -398,7 +401,11 @@ def _resumed_run(args: argparse.Namespace, run_files: Sequence[str]) -> tuple[Tr
                            "interrupted 'tfp-realnvp train' (a run killed before its training began left "
                            "nothing to resume: start it again)")
     config = TrainingConfig.from_file(run_dir / SETTINGS_FILE)
-    export_dir = (_read_json(run_dir / RUN_FILE) or {}).get("export_dir")
+    run = _read_json(run_dir / RUN_FILE)
+    # No run.json: killed between its two first files; the export goes where the run would send it.
+    export_dir = run.get("export_dir") if run is not None else default_export_dir(config)
+    if export_dir is not None and run is not None and run.get("cwd"):
+        export_dir = os.path.join(run["cwd"], export_dir)  # absolute stays absolute; relative: to the run's cwd
     if export_dir is not None:
         _check_export_dir(export_dir)
     for name in run_files:

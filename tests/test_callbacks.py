@@ -42,13 +42,15 @@ def test_a_progbar_of_the_users_own_is_kept():
     assert with_progress_bar(listed) is listed  # fit's own evaluate passes its CallbackList through
 
 
-def test_the_compile_notice_speaks_once_and_only_under_xla():
+def test_the_compile_notice_speaks_once_per_fit_and_not_when_eager():
     lines: list[str] = []
     x = np.random.default_rng(0).standard_normal((64, 2)).astype("float32")
-    for jit_compile in (True, False):
+    for options in (dict(jit_compile=True), dict(jit_compile=False), dict(run_eagerly=True)):
         model = FlowModel(2, num_couplings=1, hidden_units=(4,))
-        model.compile(jit_compile=jit_compile, steps_per_execution=2)
+        model.compile(steps_per_execution=2, **options)
         model.fit(x, epochs=2, batch_size=16, verbose=0, callbacks=[CompileNotice(lines.append)])
     assert lines[0] == "Compiling the training step with XLA (the first call only) ..."
-    assert re.fullmatch(r"Compiled; the first call \(2 steps\) took \d+\.\d s\.", lines[1]), lines
-    assert len(lines) == 2, lines  # not again in epoch 2, nor without XLA
+    assert lines[2] == "Compiling the training step into TensorFlow's graph (the first call only) ..."
+    for line in lines[1], lines[3]:
+        assert re.fullmatch(r"Compiled; the first call \(2 steps\) took \d+\.\d s\.", line), lines
+    assert len(lines) == 4, lines  # not again in epoch 2, nor when nothing compiles

@@ -49,7 +49,8 @@ def with_progress_bar(callbacks: Any) -> Any:
 
 
 class CompileNotice(keras.callbacks.Callback):
-    """Says that the first training step is being compiled with XLA, and then how long it took.
+    """Says that the first training step is being compiled (traced into TensorFlow's graph, and
+    with XLA when `jit_compile` is on), and then how long it took: seconds of silence otherwise.
 
     Args:
       print_fn: Where the lines go. Defaults to `print` (flushed).
@@ -62,9 +63,10 @@ class CompileNotice(keras.callbacks.Callback):
         self._done = False
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._started is None and not self._done and getattr(self.model, "jit_compile", False):
+        if self._started is None and not self._done and not getattr(self.model, "run_eagerly", False):
             self._started = time.perf_counter()
-            self._print("Compiling the training step with XLA (the first call only) ...")
+            how = "with XLA" if getattr(self.model, "jit_compile", False) else "into TensorFlow's graph"
+            self._print(f"Compiling the training step {how} (the first call only) ...")
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._started is not None and not self._done:

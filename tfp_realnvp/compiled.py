@@ -74,6 +74,10 @@ class Bucketed:
         rows = int(next(t for t in tensors if t is not None).shape[0])
         if not rows:  # nothing to pad from: the plain function
             return self._fn(*tensors)
+        if rows <= self._max_rows and bucket(rows, self._max_rows) == rows:
+            # A whole shape class (4096 rows, say): no slices in or out, each an eager op of about
+            # half a millisecond, a tenth of log_prob(4096) at S.
+            return self._function(rows)(*tensors)
         outputs = []
         for start in range(0, rows, self._max_rows):
             count = min(self._max_rows, rows - start)

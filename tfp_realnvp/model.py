@@ -50,8 +50,12 @@ def _is_multi_worker() -> bool:
 
 
 # Training defaults of `FlowModel.compile`, the fastest that benchmarks/speed.py measured: see
-# RESULTS.md's rows against Keras's own CPU defaults (no XLA, one step per call).
-DEFAULT_JIT_COMPILE = True
+# RESULTS.md's rows against Keras's own CPU defaults (no XLA, one step per call) and XLA. On
+# these cores (TensorFlow's oneDNN kernels on) the training step runs faster in TensorFlow's graph
+# than under XLA at S (1.32x) and within a few percent at L (XLA 3% ahead in RESULTS.md's run, up
+# to 27% in others), and is ready sooner (3.0 s against 5.3 s at S); the main job trained in 38 s
+# instead of 69. The eager calls stay XLA-compiled.
+DEFAULT_JIT_COMPILE = False
 DEFAULT_STEPS_PER_EXECUTION = 16
 
 
@@ -107,6 +111,15 @@ class _Compiled:
 
         self.log_prob = Bucketed(log_prob)
         self.forward = Bucketed(forward)
+        # The latent draw in TensorFlow's graph, without XLA: XLA would draw other numbers for a
+        # seed, and eagerly TFP's sampling costs milliseconds of Python per call (at S, a third of
+        # sample(4096)). One trace: the count, seed and temperature are tensors.
+        def draw(n: tf.Tensor, seed: tf.Tensor, temperature: tf.Tensor) -> Any:
+            z = distribution.distribution.sample(n, seed=seed)
+            return tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
+
+        self.draw = tf.function(draw, autograph=False, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float64)])
 
 
 def _batched(x: tf.Tensor, event_shape: tuple[int, ...]) -> bool:
@@ -467,8 +480,12 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_samples must be >= 0; got {num_samples}")
         if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
-        z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
-        z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
+        if self._compiles() and tf.executing_eagerly() and isinstance(num_samples, (int, np.integer)) and num_samples:
+            z = self._compiled.draw(tf.constant(num_samples, tf.int32), _stateless_seed(seed),
+                                    tf.cast(temperature, tf.float64))
+        else:
+            z = self._distribution.distribution.sample(num_samples, seed=_stateless_seed(seed))
+            z = tf.nest.map_structure(lambda part: part * tf.cast(temperature, part.dtype), z)
         if self._compiles() and isinstance(z, tf.Tensor) and _batched(z, self._event):
             # The draw stays TensorFlow's own (XLA draws other numbers for a seed); the flow is compiled.
             return self._compiled.forward(z, self._check_context(context, z.shape[0]))
@@ -492,18 +509,20 @@ class FlowModel(keras.Model):
     ) -> None:
         """Configures training; the loss is always the mean negative log-likelihood.
 
-        The defaults are the fastest measured (benchmarks/RESULTS.md): the training step
-        compiled with XLA, 16 steps per call; `evaluate` (and the validation in `fit`) and
-        `predict` in TensorFlow's graph, without XLA.
+        The defaults are the fastest measured (benchmarks/RESULTS.md): the training step in
+        TensorFlow's graph, 16 steps per call; `evaluate` (and the validation in `fit`) and
+        `predict` in the graph too; the eager `log_prob`, `model(x)` and `sample` compiled with
+        XLA (see `compiled`).
 
         Args:
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
-          jit_compile: Whether to compile the training and evaluation steps, and the eager
-            `log_prob`/`sample` calls, with XLA.
-            `"auto"` (the default) means yes, also on CPU (where Keras's own `"auto"` means
-            no), except under a distribution strategy with several replicas, where XLA is off
-            (it cannot reach variables on other devices); `True` is also turned off there.
+          jit_compile: Whether to compile the training step with XLA. `"auto"` (the default)
+            means no (`DEFAULT_JIT_COMPILE`: measured faster here, and ready sooner), with the
+            eager `log_prob`/`sample` calls compiled with XLA; `True` compiles the training
+            step with XLA too (3-27% faster at L here; faster on CPUs without oneDNN's kernels);
+            `False` also turns the compiled eager calls off. Under a distribution strategy with
+            several replicas XLA is off (it cannot reach variables on other devices).
           steps_per_execution: Training steps run per call of the compiled function. `None`
             (the default) means 16, or 1 under a distribution strategy with several replicas
             or workers (Keras 3's multi-step loop fails on distributed iterators there).
@@ -529,15 +548,17 @@ class FlowModel(keras.Model):
             steps_per_execution = 1 if distributed else DEFAULT_STEPS_PER_EXECUTION
         if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise ValueError(f"steps_per_execution must be a positive int; got {steps_per_execution!r}")
+        requested = jit_compile
+        self._eager_xla = requested is not False  # "auto" or True; only an explicit False turns them off
         if distributed:
             jit_compile = False
         elif jit_compile == "auto":
             jit_compile = DEFAULT_JIT_COMPILE
-        self._eager_xla = bool(jit_compile)
         self._evaluation_xla = bool(jit_compile) and bool(evaluation_jit_compile)
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs
         )
+        self._compile_config.config["jit_compile"] = requested  # saved as asked: "auto" reloads as "auto"
         # The optimizer's slots made now, not in the first training step: a tf.function that
         # creates variables is traced twice (TF then retraces without creating them), which cost
         # half the first step's seconds.

@@ -109,7 +109,7 @@ class TrainingConfig:
     Optimisation:
       epochs: Maximum epochs. Defaults to 60.
       batch_size: Rows per step. In memory, each epoch is cut into whole batches, reshuffled
-        every epoch, and its last partial batch is left out (one shape for XLA to compile).
+        every epoch, and its last partial batch is left out (one shape to compile the step for).
         Defaults to 256.
       learning_rate: Adam's initial rate. Defaults to 2e-3.
       learning_rate_floor: The cosine decay ends at this fraction of `learning_rate`.
@@ -126,8 +126,8 @@ class TrainingConfig:
         training NLL is kept. Defaults to 1.
       seed: Seed of the data, the flow's weights and random choices, and the shuffling.
         Defaults to 0.
-      jit_compile: Compile the steps with XLA. Defaults to `None`: `FlowModel.compile`'s
-        choice (XLA on one device).
+      jit_compile: Compile the training step with XLA. Defaults to `None`: `FlowModel.compile`'s
+        choice (TensorFlow's graph, measured faster here; the eager calls XLA-compiled either way).
       steps_per_execution: Steps per call of the compiled function. Defaults to `None`:
         `FlowModel.compile`'s (16 on one device).
 

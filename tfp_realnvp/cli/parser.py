@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed of the data, the initial weights, the permutations and the shuffling "
                           "(default: 0)")
     fit.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                     help="compile the training step with XLA: faster steps after a compilation that takes "
-                          "seconds to a minute (default: FlowModel.compile's, XLA on a single device)")
+                     help="compile the training step with XLA (default: FlowModel.compile's, TensorFlow's "
+                          "graph, faster here for small flows; XLA can be faster for wide ones)")
     fit.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                      help="Keras progress: 1 a progress bar, 2 one line per epoch, 0 silent "
                           "(default: 1 on a terminal, else 2)")

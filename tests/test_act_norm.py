@@ -36,6 +36,7 @@ def test_is_a_bijector_with_the_log_det_of_its_scale(dtype):
     act_norm, x = _randomized(dtype), _batch(dtype=dtype)
     assert_round_trip(act_norm, x)
     fldj = assert_fldj_is_minus_ildj(act_norm, x, event_ndims=3)
+    # A sum of the log-scales times 16 entries, in float32 at worst: about an ulp of the result.
     np.testing.assert_allclose(fldj, np.full(6, 16 * act_norm.log_scale.numpy().sum()), rtol=1e-6)
     assert_log_det_matches_autodiff(_randomized(), _batch(), event_ndims=3)
     assert_batch_shapes(act_norm, x, event_ndims=3)
@@ -64,8 +65,10 @@ def test_inside_tf_function_the_initialisation_happens_once():
     act_norm, y = ActNorm(EVENT), _batch(dtype="float32")
     step = tf.function(lambda y: act_norm.inverse(y, training=True), jit_compile=True)
     first = step(y)
+    # A float32 mean of normalised values of order 1: rounding ~1e-7 each, 1e-5 in all leaves room.
     np.testing.assert_allclose(np.mean(first), 0.0, atol=1e-5)
     second = step(y * 2.0)  # initialised: the same map, so twice the output plus the shifted mean
+    # XLA's float32 affine map of values of order 1 against numpy's: a few ulps, 1e-5 leaves room.
     np.testing.assert_allclose(second, 2.0 * first + act_norm.loc.numpy() * np.exp(-act_norm.log_scale.numpy()),
                                rtol=1e-5, atol=1e-5)
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
+from tfp_realnvp.bijectors.channels import check_event_shape
 from tfp_realnvp.routing import condition_keys, route
 
 __all__ = [
@@ -78,8 +79,8 @@ class FactorOut(tfb.Bijector):
     ) -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            event_shape = tuple(int(n) for n in event_shape)
-            channels = event_shape[-1] if event_shape else 0
+            event_shape = check_event_shape(event_shape)
+            channels = event_shape[-1]
             if isinstance(num_kept, bool) or not isinstance(num_kept, int) or not 1 <= num_kept < channels:
                 raise ValueError(
                     f"num_kept must be an integer in [1, {channels - 1}] for an event of {channels} channels; "

@@ -11,9 +11,17 @@ import tensorflow as tf
 
 __all__ = [
     "ResNetConditioner",
+    "check_count",
 ]
 
 NORMALIZATIONS: tuple[str | None, ...] = (None, "batch")
+
+
+def check_count(name: str, value: Any, low: int) -> int:
+    """`value` as an int, or a ValueError naming `name` unless it is an integer >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
@@ -94,8 +102,7 @@ class ResNetConditioner(keras.layers.Layer):
         super().__init__(**kwargs)
         for label, value, low in (("num_filters", num_filters, 1), ("num_blocks", num_blocks, 0),
                                   ("kernel_size", kernel_size, 1), ("context_size", context_size, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{label} must be an integer >= {low}; got {value!r}")
+            check_count(label, value, low)
         if output_channels is not None and (not isinstance(output_channels, (int, np.integer)) or output_channels < 1):
             raise ValueError(f"output_channels must be a positive integer or None; got {output_channels!r}")
         if normalization not in NORMALIZATIONS:

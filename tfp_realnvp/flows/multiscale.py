@@ -44,7 +44,7 @@ from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
 from tfp_realnvp.bijectors.batch_normalization import BatchNormalization
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.squeeze import Squeeze
-from tfp_realnvp.conditioners.resnet import NORMALIZATIONS, ResNetConditioner
+from tfp_realnvp.conditioners.resnet import NORMALIZATIONS, ResNetConditioner, check_count
 from tfp_realnvp.flows.registry import register_flow
 from tfp_realnvp.masks import channel_mask, checkerboard_mask
 
@@ -58,12 +58,6 @@ tfd = tfp.distributions
 
 FLOW_NORMALIZATIONS: tuple[str, ...] = ("batch", "actnorm", "none")
 """The bijector after each coupling: `BatchNormalization` (the paper's), `ActNorm` (Glow's), none."""
-
-
-def _check_count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
 
 
 def _image_shape(event_shape: Sequence[int], num_scales: int) -> tuple[int, int, int]:
@@ -175,15 +169,15 @@ def real_nvp_multiscale(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
-    num_scales = _check_count("num_scales", num_scales, 1)
+    num_scales = check_count("num_scales", num_scales, 1)
     shape = _image_shape(event_shape, num_scales)
     counts = dict(
-        num_filters=_check_count("num_filters", num_filters, 1),
-        num_blocks=_check_count("num_blocks", num_blocks, 0),
-        num_checkerboard_couplings=_check_count("num_checkerboard_couplings", num_checkerboard_couplings, 1),
-        num_channel_couplings=_check_count("num_channel_couplings", num_channel_couplings, 0),
-        num_final_couplings=_check_count("num_final_couplings", num_final_couplings, 1),
-        context_size=_check_count("context_size", context_size, 0),
+        num_filters=check_count("num_filters", num_filters, 1),
+        num_blocks=check_count("num_blocks", num_blocks, 0),
+        num_checkerboard_couplings=check_count("num_checkerboard_couplings", num_checkerboard_couplings, 1),
+        num_channel_couplings=check_count("num_channel_couplings", num_channel_couplings, 0),
+        num_final_couplings=check_count("num_final_couplings", num_final_couplings, 1),
+        context_size=check_count("context_size", context_size, 0),
     )
     normalization = "none" if normalization is None else normalization
     if normalization not in FLOW_NORMALIZATIONS:
@@ -217,7 +211,6 @@ class _Builder:
 
     def _coupling(self, mask: np.ndarray, name: str, *, checkerboard: bool) -> list[tfb.Bijector]:
         s = self.settings
-        h, w, _ = mask.shape
         conditioner = ResNetConditioner(
             s["num_filters"], s["num_blocks"],
             # A checkerboard's squares look alike to a convolution: show it which ones it sees.

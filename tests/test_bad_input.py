@@ -273,6 +273,7 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
         "test_data.py", r"{path} is not a valid .npy file \(EOF: reading array header.*\); expected an array saved with np.save"),
     "an `.npz` for an `.npy`": Asserted("test_data.py", r"{path} is an .npz archive; expected a single"),
     "an unknown dataset": Asserted("test_cli.py", r"unknown dataset 'moons\.csv'.*did you mean 'csv:moons\.csv'"),
+    "a misspelt dataset": Asserted("test_cli.py", "(did you mean 'two_moons'?)", regex=False),
     # -- the command line ----------------------------------------------------------------------
     "a malformed option": Asserted("test_cli.py", r"argument --hidden-units: expected comma-separated positive"),
     "a `--config` that is not JSON": Asserted(

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS, unknown_dataset
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -154,9 +154,17 @@ def _recipe_table() -> str:
                                if notes else []))
 
 
+def _dataset(text: str) -> str:
+    """An argparse `type`: a dataset name, checked before TensorFlow is imported (seconds)."""
+    problem = unknown_dataset(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, train: bool) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=None, metavar="NAME", help=dataset_help)
+    group.add_argument("--dataset", type=_dataset, default=None, metavar="NAME", help=dataset_help)
     default = "none: an unconditional density" if train else "the run's"
     context = group.add_mutually_exclusive_group()
     context.add_argument("--context-columns", type=_columns, default=None, metavar="C,C",

@@ -511,6 +511,27 @@ def test_bad_input_is_one_line_and_exit_status_2(bad_files, case, capfd):
     assert _snapshot(bad_files) == before  # nothing written, not even an empty run directory
 
 
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capfd, monkeypatch):
+    # It printed only "tfp-realnvp: interrupted". The interrupt lands in the first training step,
+    # after the run directory's settings are written, as a Ctrl-C would.
+    import keras
+
+    from tfp_realnvp import training
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    real = training.fit_flow
+    monkeypatch.setattr(training, "fit_flow", lambda config, **kw: real(
+        config, **{**kw, "callbacks": [*kw["callbacks"], CtrlC()]}))
+    run = tmp_path / "run"
+    status, _, err = _main(["train", *_QUICK, "--output", str(run)], capfd)
+    assert status == 130
+    assert err[-1] == f"tfp-realnvp: interrupted; continue the run with 'tfp-realnvp train --resume {run}'", err
+    assert (run / "settings.json").is_file() and not (run / "metrics.json").exists()  # what --resume needs
+
+
 def test_an_output_holding_results_is_never_overwritten(tmp_path, capfd):
     (tmp_path / "model.keras").write_bytes(b"precious model")
     (tmp_path / "metrics.json").write_text('{"precious": true}')

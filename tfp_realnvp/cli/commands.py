@@ -449,8 +449,13 @@ def train(args: argparse.Namespace) -> int:
         print(f"Resuming  {run_dir} {backup}", flush=True)
     seconds = {"start": time.time() - started}  # where the run's time goes (benchmarks/CLI_DEFAULT.md)
     lap = time.time()
-    result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
-                      callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
+    try:
+        result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
+                          callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
+    except KeyboardInterrupt as interrupt:
+        if (run_dir / SETTINGS_FILE).is_file():  # training began: its backup holds the finished epochs
+            interrupt.resume = f"{PROG} train --resume {shlex.quote(str(run_dir))}"  # type: ignore[attr-defined]
+        raise
     seconds["fit_flow"], lap = time.time() - lap, time.time()
     model = result.model
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]

@@ -448,6 +448,27 @@ def test_a_model_file_that_is_not_a_flow_is_named(tmp_path, capfd):
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_samples_of_integer_data_are_integer_levels(tmp_path, capfd):
+    # `sample` from the digits model wrote values down to -0.733 where --help promised [0, levels).
+    # A fresh flow is the identity: its draws are logistic(N(0, 1)) rescaled, and about 1 in 600
+    # falls below 0 (the logit's alpha of 0.05 allows down to -0.89).
+    from tfp_realnvp import FlowModel
+
+    model = FlowModel(64, num_couplings=1, hidden_units=(4,), standardize=False, integer_levels=17, logit_alpha=0.05)
+    model.save(tmp_path / "digits.keras")
+    sample = ["sample", "--model", str(tmp_path / "digits.keras"), "-n", "100", "--output"]
+    status, out, _ = _main([*sample, str(tmp_path / "levels.npy")], capfd)
+    assert status == 0 and "Wrote 100 integer (levels 0 to 16) samples of shape 64" in out
+    assert _main([*sample, str(tmp_path / "real.npy"), "--dequantized"], capfd)[0] == 0
+    levels, real = np.load(tmp_path / "levels.npy"), np.load(tmp_path / "real.npy")
+    assert real.min() < 0  # the flow's own draw leaves [0, 17) ...
+    assert levels.dtype == np.int32 and levels.min() >= 0 and levels.max() <= 16  # ... the levels do not
+    np.testing.assert_array_equal(levels, np.clip(np.floor(real), 0, 16))  # the level each value stands for
+    assert "integers in [0, levels)" in build_parser()._subparsers._group_actions[0].choices["sample"].description
+    with pytest.raises(ValueError, match=r"to_levels needs a model of integer data \(integer_levels\)"):
+        FlowModel(2, num_couplings=1, hidden_units=(4,)).to_levels(real[:, :2])
+
+
 def test_inspect_names_what_it_expected(tmp_path, capfd):
     (tmp_path / "empty").mkdir()
     status, _, err = _main(["inspect", str(tmp_path / "empty")], capfd)

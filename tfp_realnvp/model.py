@@ -495,6 +495,29 @@ class FlowModel(keras.Model):
             return self._compiled.forward(z, self._check_context(context, z.shape[0]))
         return self._distribution.bijector.forward(z, **self.bijector_kwargs(num_samples, context=context))
 
+    def to_levels(self, x: tf.Tensor | np.ndarray) -> np.ndarray:
+        """The integer data that dequantized values `x` (a `sample`) stand for, as int32.
+
+        Training models `k + u` for integer `k` and `u ~ U[0, 1)`, so `floor` gives back the
+        level, and `P(k)` is the flow's mass on `[k, k + 1)`. The logit's `alpha` leaves the
+        flow a little mass outside `[0, levels)` (draws down to `-levels alpha / (1 - alpha)`,
+        -0.89 for digits): those become the nearest level, so every value is in
+        `[0, levels - 1]`.
+
+        Args:
+          x: Values in the data space of a model with `integer_levels`.
+
+        Returns:
+          `clip(floor(x), 0, integer_levels - 1)` as an int32 array.
+
+        Raises:
+          ValueError: If the model was not made for integer data.
+        """
+        levels = self._flow_config["integer_levels"]
+        if levels is None:
+            raise ValueError("to_levels needs a model of integer data (integer_levels); this one models real values")
+        return np.clip(np.floor(np.asarray(x, np.float64)), 0, levels - 1).astype(np.int32)
+
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
         self.preprocessing.adapt(x, **kwargs)

@@ -455,6 +455,7 @@ def test_samples_of_integer_data_are_integer_levels(tmp_path, capfd):
     from tfp_realnvp import FlowModel
 
     model = FlowModel(64, num_couplings=1, hidden_units=(4,), standardize=False, integer_levels=17, logit_alpha=0.05)
+    model.compile(jit_compile=False)  # saved with the model: no XLA compilation of the sampler (seconds)
     model.save(tmp_path / "digits.keras")
     sample = ["sample", "--model", str(tmp_path / "digits.keras"), "-n", "100", "--output"]
     status, out, _ = _main([*sample, str(tmp_path / "levels.npy")], capfd)

@@ -152,7 +152,7 @@ def test_the_best_epochs_validation_nll_is_the_reported_one():
     # loss.png said "best epoch 54: 88.9596" where the run printed validation NLL 90.0265: the
     # validation pass during fit and the final evaluation drew different dequantization noise
     # (and the best of many noisy draws is optimistic). Both now evaluate one fixed draw.
-    config = TrainingConfig.for_dataset("digits", **{**QUICK, "num_train": 400, "num_test": 50, "epochs": 3})
+    config = TrainingConfig.for_dataset("digits", **{**QUICK, "num_train": 300, "num_test": 20, "epochs": 2})
     result = fit_flow(config, verbose=0)
     best = result.history["val_loss"][result.best_epoch - 1]
     # The same weights, rows, batches and noise; Keras's float32 means of the same batch: ~1e-6.

@@ -272,7 +272,10 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
     "a truncated NPY": Asserted(
         "test_data.py", r"{path} is not a valid .npy file \(EOF: reading array header.*\); expected an array saved with np.save"),
     "an `.npz` for an `.npy`": Asserted("test_data.py", r"{path} is an .npz archive; expected a single"),
+    "`to_levels` on a model of real values": Asserted(
+        "test_cli.py", r"to_levels needs a model of integer data \(integer_levels\)"),
     "an unknown dataset": Asserted("test_cli.py", r"unknown dataset 'moons\.csv'.*did you mean 'csv:moons\.csv'"),
+    "a misspelt dataset": Asserted("test_cli.py", "(did you mean 'two_moons'?)", regex=False),
     # -- the command line ----------------------------------------------------------------------
     "a malformed option": Asserted("test_cli.py", r"argument --hidden-units: expected comma-separated positive"),
     "a `--config` that is not JSON": Asserted(

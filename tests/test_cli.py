@@ -273,7 +273,8 @@ def plain(tmp_path_factory) -> tuple[pathlib.Path, dict[str, Result]]:
     script = _console_script()
     missing = ["train", "--dataset", "csv:missing.csv", "--epochs", "1", "--output", "out"]
     probe = ("import sys; from tfp_realnvp.cli import main; "
-             "codes = [main(['--help']), main(['train', '--help']), main(['train', '--epochs', '0'])]; "
+             "codes = [main(['--help']), main(['train', '--help']), main(['train', '--epochs', '0']), "
+             "main(['train', '--dataset', 'moons'])]; "
              "print('imported:', sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules), codes)")
     return cwd, _run_all({
         "help": (["--help"], cwd),
@@ -295,8 +296,11 @@ def test_help_and_argument_errors_answer_without_importing_tensorflow(plain):
     # What makes them answer at once (benchmarks/cli_startup.py times them): no TensorFlow import.
     result = plain[1]["no_tensorflow"]
     assert result.returncode == 0, result
-    assert result.stdout.rstrip().endswith("imported: [] [0, 0, 2]"), result
+    assert result.stdout.rstrip().endswith("imported: [] [0, 0, 2, 2]"), result
     assert "argument --epochs: expected a positive integer" in result.stderr
+    # An unknown dataset was reported after 17 s of importing TensorFlow; now by the parser, with the closest name.
+    assert "argument --dataset: unknown dataset 'moons'; expected one of two_moons," in result.stderr
+    assert "(did you mean 'two_moons'?)" in result.stderr
 
 
 def test_a_missing_file_ends_the_process_with_one_line_and_status_2(plain):
@@ -444,6 +448,28 @@ def test_a_model_file_that_is_not_a_flow_is_named(tmp_path, capfd):
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_samples_of_integer_data_are_integer_levels(tmp_path, capfd):
+    # `sample` from the digits model wrote values down to -0.733 where --help promised [0, levels).
+    # A fresh flow is the identity: its draws are logistic(N(0, 1)) rescaled, and about 1 in 600
+    # falls below 0 (the logit's alpha of 0.05 allows down to -0.89).
+    from tfp_realnvp import FlowModel
+
+    model = FlowModel(64, num_couplings=1, hidden_units=(4,), standardize=False, integer_levels=17, logit_alpha=0.05)
+    model.compile(jit_compile=False)  # saved with the model: no XLA compilation of the sampler (seconds)
+    model.save(tmp_path / "digits.keras")
+    sample = ["sample", "--model", str(tmp_path / "digits.keras"), "-n", "100", "--output"]
+    status, out, _ = _main([*sample, str(tmp_path / "levels.npy")], capfd)
+    assert status == 0 and "Wrote 100 integer (levels 0 to 16) samples of shape 64" in out
+    assert _main([*sample, str(tmp_path / "real.npy"), "--dequantized"], capfd)[0] == 0
+    levels, real = np.load(tmp_path / "levels.npy"), np.load(tmp_path / "real.npy")
+    assert real.min() < 0  # the flow's own draw leaves [0, 17) ...
+    assert levels.dtype == np.int32 and levels.min() >= 0 and levels.max() <= 16  # ... the levels do not
+    np.testing.assert_array_equal(levels, np.clip(np.floor(real), 0, 16))  # the level each value stands for
+    assert "integers in [0, levels)" in build_parser()._subparsers._group_actions[0].choices["sample"].description
+    with pytest.raises(ValueError, match=r"to_levels needs a model of integer data \(integer_levels\)"):
+        FlowModel(2, num_couplings=1, hidden_units=(4,)).to_levels(real[:, :2])
+
+
 def test_inspect_names_what_it_expected(tmp_path, capfd):
     (tmp_path / "empty").mkdir()
     status, _, err = _main(["inspect", str(tmp_path / "empty")], capfd)
@@ -505,6 +531,27 @@ def test_bad_input_is_one_line_and_exit_status_2(bad_files, case, capfd):
     status, _, err = _main(argv, capfd)
     _assert_one_line_error(status, err, pattern, err)
     assert _snapshot(bad_files) == before  # nothing written, not even an empty run directory
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path, capfd, monkeypatch):
+    # It printed only "tfp-realnvp: interrupted". The interrupt lands in the first training step,
+    # after the run directory's settings are written, as a Ctrl-C would.
+    import keras
+
+    from tfp_realnvp import training
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    real = training.fit_flow
+    monkeypatch.setattr(training, "fit_flow", lambda config, **kw: real(
+        config, **{**kw, "callbacks": [*kw["callbacks"], CtrlC()]}))
+    run = tmp_path / "run"
+    status, _, err = _main(["train", *_QUICK, "--output", str(run)], capfd)
+    assert status == 130
+    assert err[-1] == f"tfp-realnvp: interrupted; continue the run with 'tfp-realnvp train --resume {run}'", err
+    assert (run / "settings.json").is_file() and not (run / "metrics.json").exists()  # what --resume needs
 
 
 def test_an_output_holding_results_is_never_overwritten(tmp_path, capfd):

@@ -129,6 +129,20 @@ def test_loss_figure_marks_the_best_validation_epoch():
     assert ax.get_xlabel() == "epoch" and "NLL" in ax.get_ylabel()
 
 
+def test_loss_figure_shows_every_point():
+    # Two moons' first epochs (1.82 to 0.99 nats) fell off the y-axis, cut at the 90th percentile.
+    loss = [1.82, 0.99, *np.linspace(0.45, 0.30, 28)]
+    val = [1.5, 0.9, *np.linspace(0.44, 0.31, 28)]
+    fig = plots.loss_figure({"loss": loss, "val_loss": val})
+    whole, zoom = fig.axes
+    low, high = whole.get_ylim()
+    assert low < min(loss + val) and high > max(loss + val)  # every point on the top panel
+    assert zoom.get_ylim()[1] < 0.99 and zoom.get_ylim()[0] < 0.30  # the zoom keeps the end readable
+    # A history without a long fall needs no zoom: one panel, every point on it.
+    (ax,) = plots.loss_figure({"loss": [1.0, 0.9, 0.8, 0.75, 0.7]}).axes
+    assert ax.get_ylim()[0] < 0.7 and ax.get_ylim()[1] > 1.0
+
+
 def test_best_epoch_is_the_first_lowest_finite_value():
     # Shared by loss.png's marker and the CLI's metrics.json, so the two cannot disagree.
     assert plots.best_epoch([3.0, 1.0, float("nan"), 1.0, 2.0]) == 2

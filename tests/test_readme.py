@@ -86,6 +86,71 @@ CONDITIONAL = README.parent / "benchmarks" / "CONDITIONAL.md"
 
 def test_readme_quotes_the_table_of_conditional_md():
     # benchmarks/conditional.py's last run: the README's rows must be its rows.
-    _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3)  # header and the two datasets
+    # The reading of the table is the benchmark's too: its figures went stale once (4.57 nats quoted
+    # after a run gave 3.25).
+    _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3, verdict="Measured: ")  # header, two datasets
     for figure in ("conditional_two_moons.png", "conditional_digits.png"):
         assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure
+
+
+def _serve(loaded, request: dict) -> dict:
+    """TF Serving's REST `:predict` answer to `request` from a loaded SavedModel.
+
+    The row format stacks `instances` (a single-input signature's bare rows, else dicts of named
+    inputs) and answers a value, or a dict of outputs, per example; the columnar format passes
+    `inputs` whole and answers the output, or a dict of outputs.
+    """
+    import tensorflow as tf
+
+    function = loaded.signatures[request.get("signature_name", "serving_default")]
+    specs = function.structured_input_signature[1]
+    if "instances" in request:
+        rows = [row if isinstance(row, dict) else {next(iter(specs)): row} for row in request["instances"]]
+        inputs = {name: [row[name] for row in rows] for name in specs}
+    else:
+        inputs = request["inputs"] if isinstance(request["inputs"], dict) else {next(iter(specs)): request["inputs"]}
+    out = {k: v.numpy().tolist() for k, v in function(**{
+        k: tf.constant(v, specs[k].dtype) for k, v in inputs.items()}).items()}
+    if "instances" not in request:
+        return {"outputs": next(iter(out.values())) if len(out) == 1 else out}
+    if len(out) == 1:
+        return {"predictions": next(iter(out.values()))}
+    return {"predictions": [{k: v[i] for k, v in out.items()} for i in range(len(next(iter(out.values()))))]}
+
+
+def test_readme_serving_answers_are_the_shipped_models():
+    # The answers were "illustrative" and far from real (log_prob -0.314 shown where the shipped
+    # model answers -12.827): each request of the serving section now goes to the shipped export.
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    section = README.read_text().split("Every request below is a `:predict` call", 1)[1]
+    section = section.split("### A conditional model", 1)[0]  # no conditional model is shipped
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S)]
+    assert len(blocks) == 18, "the section's requests and answers, in pairs"
+    loaded = tf.saved_model.load(str(README.parent / "saved_models" / "two_moons" / "1"))
+    for request, shown in zip(blocks[::2], blocks[1::2]):
+        actual = _serve(loaded, request)
+        assert _structure(shown) == _structure(actual), (request, actual)  # the same keys and nesting
+        # Rounded to 3 decimals in the README (5e-4), float32 on another machine's kernels (~1e-5).
+        np.testing.assert_allclose(_numbers(shown), _numbers(actual), atol=1e-3, err_msg=json.dumps(request))
+
+
+def _structure(answer):
+    """A JSON answer with every number replaced by None: its keys and nesting."""
+    if isinstance(answer, dict):
+        return {key: _structure(value) for key, value in answer.items()}
+    if isinstance(answer, list):
+        return [_structure(item) for item in answer]
+    return None
+
+
+def _numbers(answer) -> list[float]:
+    """The numbers of a JSON answer in a fixed order (dicts by key)."""
+    if isinstance(answer, dict):
+        return [x for key in sorted(answer) for x in _numbers(answer[key])]
+    if isinstance(answer, list):
+        return [x for item in answer for x in _numbers(item)]
+    return [float(answer)]

@@ -8,11 +8,14 @@ before it imports TensorFlow.
 
 from __future__ import annotations
 
+import difflib
+
 __all__ = [
     "BUILTIN_DATASETS",
     "BUILTIN_FLOWS",
     "LOG_SCALE_BOUNDS",
     "PERMUTATIONS",
+    "unknown_dataset",
 ]
 
 LOG_SCALE_BOUNDS: tuple[str, ...] = ("tanh", "sigmoid", "unbounded")
@@ -26,3 +29,35 @@ BUILTIN_FLOWS: tuple[str, ...] = ("real_nvp", "real_nvp_multiscale")
 
 BUILTIN_DATASETS: tuple[str, ...] = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "digits")
 """The datasets `load_dataset` knows by name; `csv:PATH` and `npy:PATH` load a user's."""
+
+
+def unknown_dataset(spec: str) -> str | None:
+    """What is wrong with the dataset name `spec`, or `None` if it names one.
+
+    A name from `BUILTIN_DATASETS` or `'csv:...'` / `'npy:...'` (whether the file exists is the
+    loader's business) is a dataset. Otherwise the message lists the names and suggests the
+    closest: `'csv:moons.csv'` for a bare file name, `difflib`'s nearest name for a misspelling
+    (`'moons'` -> `'two_moons'`). The command line's parser asks before it imports TensorFlow;
+    `load_dataset` raises the same message.
+
+    Args:
+      spec: The dataset as given.
+
+    Returns:
+      The error message, or `None`.
+    """
+    kind, sep, _ = spec.partition(":")
+    if spec in BUILTIN_DATASETS or (sep and kind in ("csv", "npy")):
+        return None
+    hint = ""
+    lowered = spec.lower()
+    for ext in ("csv", "npy"):
+        if lowered.endswith("." + ext):
+            hint = f" (did you mean '{ext}:{spec}'?)"
+    if lowered.endswith((".txt", ".tsv")):
+        hint = f" (did you mean 'csv:{spec}'?)"
+    close = difflib.get_close_matches(lowered, BUILTIN_DATASETS, n=1)
+    if not hint and close:
+        hint = f" (did you mean '{close[0]}'?)"
+    return (f"unknown dataset {spec!r}; expected one of {', '.join(BUILTIN_DATASETS)}, "
+            f"or 'csv:PATH' / 'npy:PATH' for your own data{hint}")

@@ -54,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from tfp_realnvp.choices import BUILTIN_DATASETS
+from tfp_realnvp.choices import BUILTIN_DATASETS, unknown_dataset
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -232,17 +232,7 @@ def load_dataset(
         if kind == "csv":
             return _load_csv(options, header=header, streamed=streamed)
         return _load_npy(options, streamed=streamed)
-    hint = ""
-    lowered = spec.lower()
-    for ext in ("csv", "npy"):
-        if lowered.endswith("." + ext):
-            hint = f" (did you mean '{ext}:{spec}'?)"
-    if lowered.endswith((".txt", ".tsv")):
-        hint = f" (did you mean 'csv:{spec}'?)"
-    raise DataError(
-        f"unknown dataset {spec!r}; expected one of {', '.join(BUILTIN_DATASETS)}, "
-        f"or 'csv:PATH' / 'npy:PATH' for your own data{hint}"
-    )
+    raise DataError(unknown_dataset(spec))
 
 
 def as_tf_dataset(

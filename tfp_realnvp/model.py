@@ -184,8 +184,11 @@ class FlowModel(keras.Model):
     holding a layer, or a `tf.Variable`, that it could not train and save.
 
     Metrics: `loss` and `nll` (mean NLL in nats per example), and for integer data
-    `bits_per_dim`, `nll / (event_size * ln 2)` of the dequantized data (integer data are
-    dequantized with fresh uniform noise at every training and evaluation step).
+    `bits_per_dim`, `nll / (event_size * ln 2)` of the dequantized data. Integer data are
+    dequantized with fresh uniform noise at every training step, and with one fixed draw (from
+    `seed`; the noise of a row depends on its place in its batch) at every evaluation: the
+    validation NLL that early stopping compares between epochs and the one `evaluate` reports
+    afterwards are the same function of the weights, so the best epoch's figure is the figure.
 
     Args:
       event_size: Number of features of vector data; the same as `event_shape=[event_size]`.
@@ -327,6 +330,7 @@ class FlowModel(keras.Model):
                 "lists in keras_layers (see tfp_realnvp.tracking)"
             )
         self._noise = keras.random.SeedGenerator(seed, name="dequantization_noise")
+        self._evaluation_noise_seed = int(seed)  # one fixed draw for every evaluation (see the class docstring)
         self._compiled = _Compiled(self)
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bits_tracker = keras.metrics.Mean(name="bits_per_dim") if integer_levels else None
@@ -491,6 +495,29 @@ class FlowModel(keras.Model):
             return self._compiled.forward(z, self._check_context(context, z.shape[0]))
         return self._distribution.bijector.forward(z, **self.bijector_kwargs(num_samples, context=context))
 
+    def to_levels(self, x: tf.Tensor | np.ndarray) -> np.ndarray:
+        """The integer data that dequantized values `x` (a `sample`) stand for, as int32.
+
+        Training models `k + u` for integer `k` and `u ~ U[0, 1)`, so `floor` gives back the
+        level, and `P(k)` is the flow's mass on `[k, k + 1)`. The logit's `alpha` leaves the
+        flow a little mass outside `[0, levels)` (draws down to `-levels alpha / (1 - alpha)`,
+        -0.89 for digits): those become the nearest level, so every value is in
+        `[0, levels - 1]`.
+
+        Args:
+          x: Values in the data space of a model with `integer_levels`.
+
+        Returns:
+          `clip(floor(x), 0, integer_levels - 1)` as an int32 array.
+
+        Raises:
+          ValueError: If the model was not made for integer data.
+        """
+        levels = self._flow_config["integer_levels"]
+        if levels is None:
+            raise ValueError("to_levels needs a model of integer data (integer_levels); this one models real values")
+        return np.clip(np.floor(np.asarray(x, np.float64)), 0, levels - 1).astype(np.int32)
+
     def adapt(self, x: np.ndarray | tf.data.Dataset, **kwargs: Any) -> None:
         """Fits the preprocessing's statistics (standardisation) on training data."""
         self.preprocessing.adapt(x, **kwargs)
@@ -625,21 +652,24 @@ class FlowModel(keras.Model):
         """`keras.Model.predict` (`log p(x)` per example), with `fit`'s progress bar."""
         return super().predict(x, *args, **_progress(kwargs))
 
-    def _dequantize(self, inputs: Any) -> Any:
+    def _dequantize(self, inputs: Any, *, training: bool) -> Any:
         if isinstance(inputs, dict):
-            return {**inputs, "x": self._dequantize(inputs["x"])}
+            return {**inputs, "x": self._dequantize(inputs["x"], training=training)}
         x = tf.cast(inputs, self.flow_dtype)
         if self._flow_config["integer_levels"] is None:
             return x
-        noise = keras.random.uniform(tf.shape(x), seed=self._noise, dtype=self.flow_dtype)
+        # Training draws afresh; evaluation draws the same noise every time (an int seed is
+        # stateless in Keras), so two evaluations of the same weights give the same NLL.
+        seed = self._noise if training else self._evaluation_noise_seed
+        noise = keras.random.uniform(tf.shape(x), seed=seed, dtype=self.flow_dtype)
         # x + u with u in [0, 1) rounds up to x + 1 for u within half an ulp of 1 (16 + 0.99999994
         # is 17.0 in float32): the top level would leave [0, levels), and its logit be infinite,
         # once in about a million draws. The largest float below x + 1 is the cap.
         return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
 
-    def _step(self, step: Any, data: Any) -> dict[str, tf.Tensor]:
+    def _step(self, step: Any, data: Any, *, training: bool) -> dict[str, tf.Tensor]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logs = step(keras.utils.pack_x_y_sample_weight(self._dequantize(x), y, sample_weight))
+        logs = step(keras.utils.pack_x_y_sample_weight(self._dequantize(x, training=training), y, sample_weight))
         if _is_multi_worker():
             # Keras 3's multi-worker fit reduces logs along axis 0 and fails on scalars
             # (keras-team/keras#20585); a [1]-shaped log reduces correctly.
@@ -647,10 +677,10 @@ class FlowModel(keras.Model):
         return logs
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        return self._step(super().train_step, data)
+        return self._step(super().train_step, data, training=True)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        return self._step(super().test_step, data)
+        return self._step(super().test_step, data, training=False)
 
     def compute_loss(
         self,

@@ -435,8 +435,10 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     """Training and validation NLL per epoch, from a Keras `History.history` dict.
 
     Plots `loss` and, when present, `val_loss`, and marks the epoch with the lowest validation
-    (else training) loss, the one `EarlyStopping(restore_best_weights=True)` keeps. The y range
-    leaves out the first epochs' large values so the end of training stays readable.
+    (else training) loss, the one `EarlyStopping(restore_best_weights=True)` keeps. Every finite
+    point is shown: when the first epochs' large values would squash the end of training (the
+    range of all points more than 4 times that of the last 90%), a second panel below zooms on
+    the range `_loss_limits` gives, while the top panel keeps every point.
 
     Args:
       history: `{"loss": [...], "val_loss": [...], ...}`, one value per epoch.
@@ -449,29 +451,52 @@ def loss_figure(history: Mapping[str, Sequence[float]], *, title: str | None = N
     if not loss:
         raise ValueError(f"history has no 'loss' values to plot; got keys {sorted(history)}")
     val = [float(v) for v in history.get("val_loss", ())]
-    epochs = np.arange(1, len(loss) + 1)
-    fig = Figure(figsize=_LOSS_SIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(epochs, loss, marker="." if len(loss) < 40 else None, label="training")
-    if val:
-        ax.plot(np.arange(1, len(val) + 1), val, marker="." if len(val) < 40 else None, label="validation")
+    whole, zoom = _loss_limits(loss + val)
+    fig = Figure(figsize=_LOSS_SIZE if zoom is None else (_LOSS_SIZE[0], _LOSS_SIZE[1] * 1.6), dpi=DPI,
+                 layout="constrained")
+    axes = [fig.add_subplot(2 if zoom else 1, 1, i + 1) for i in range(2 if zoom else 1)]
     monitored = val or loss
     best = best_epoch(monitored)
-    if best is not None:
-        ax.axvline(best, color="0.5", linestyle="--", linewidth=1,
-                   label=f"best epoch {best}: {monitored[best - 1]:.4f}")
-    values = np.array([v for v in loss + val if math.isfinite(v)])
-    if len(values) > 2:
-        low, high = values.min(), np.percentile(values, 90)
-        pad = 0.08 * max(high - low, 1e-3)
-        ax.set_ylim(low - pad, high + 3 * pad)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("NLL (nats per example)")
-    ax.set_xlim(0.5, max(len(loss), len(val)) + 0.5)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
-    ax.set_title(title or "Training curves")
+    for ax, limits in zip(axes, (whole, zoom)):
+        ax.plot(np.arange(1, len(loss) + 1), loss, marker="." if len(loss) < 40 else None, label="training")
+        if val:
+            ax.plot(np.arange(1, len(val) + 1), val, marker="." if len(val) < 40 else None, label="validation")
+        if best is not None:
+            ax.axvline(best, color="0.5", linestyle="--", linewidth=1,
+                       label=f"best epoch {best}: {monitored[best - 1]:.4f}")
+        if limits is not None:
+            ax.set_ylim(*limits)
+        ax.set_ylabel("NLL (nats per example)")
+        ax.set_xlim(0.5, max(len(loss), len(val)) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right")
+    axes[-1].set_xlabel("epoch")
+    if zoom is not None:
+        axes[1].set_title("the end of training, zoomed", fontsize="medium")
+    axes[0].set_title(title or "Training curves")
     return fig
+
+
+def _loss_limits(values: Sequence[float]) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """`(all points, zoom)` y limits of `loss_figure`; the zoom is `None` when all points read well.
+
+    The first holds every finite value (with a margin). The zoom spans the lowest value to the
+    90th percentile, shown when the whole range is more than 4 times that: the first epochs'
+    values (1.82 nats against an end near 0.3 on two moons) fell off the only panel there was.
+    """
+    finite = np.array([v for v in values if math.isfinite(v)])
+    if len(finite) == 0:
+        return None, None
+    low, high = float(finite.min()), float(finite.max())
+    pad = 0.05 * max(high - low, 1e-3)
+    whole = (low - pad, high + pad)
+    if len(finite) <= 2:
+        return whole, None
+    top = float(np.percentile(finite, 90))
+    if high - low <= 4 * (top - low):
+        return whole, None
+    pad = 0.08 * max(top - low, 1e-3)
+    return whole, (low - pad, top + 3 * pad)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> pathlib.Path:

@@ -845,8 +845,11 @@ def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val
         validation = x_val if n_val else None
         test = _inputs(*examples(config, data, "test"))
         adapt = x_fit["x"] if isinstance(x_fit, dict) else x_fit
+        # Validated in the batches of the final evaluation: the same rows in the same places
+        # draw the same dequantization noise, so `val_loss` at the best epoch is the reported
+        # validation NLL (FlowModel's evaluation noise is one fixed draw).
         return _Inputs(fit=x_fit, fit_kwargs=dict(validation_data=validation, batch_size=config.batch_size,
-                                                  shuffle=True),
+                                                  validation_batch_size=EVAL_BATCH, shuffle=True),
                        validation=validation, train_eval=x_fit, test=test, adapt=adapt, adapt_kwargs={})
     split = config.validation_split
     fit_rows = hold_out(data.stream, split, held_out=False) if n_val else data.stream

@@ -64,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return getattr(commands, args.command)(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        resume = getattr(interrupt, "resume", None)  # `train` sets it once the run can be resumed
+        print(f"{PROG}: interrupted" + (f"; continue the run with '{resume}'" if resume else ""), file=sys.stderr)
         return 130
     except Exception as error:  # pylint: disable=broad-except
         if not _is_user_error(error):

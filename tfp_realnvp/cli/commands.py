@@ -449,8 +449,13 @@ def train(args: argparse.Namespace) -> int:
         print(f"Resuming  {run_dir} {backup}", flush=True)
     seconds = {"start": time.time() - started}  # where the run's time goes (benchmarks/CLI_DEFAULT.md)
     lap = time.time()
-    result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
-                      callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
+    try:
+        result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
+                          callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
+    except KeyboardInterrupt as interrupt:
+        if (run_dir / SETTINGS_FILE).is_file():  # training began: its backup holds the finished epochs
+            interrupt.resume = f"{PROG} train --resume {shlex.quote(str(run_dir))}"  # type: ignore[attr-defined]
+        raise
     seconds["fit_flow"], lap = time.time() - lap, time.time()
     model = result.model
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]
@@ -623,14 +628,19 @@ def sample(args: argparse.Namespace) -> int:
 
     context, num_samples = _sample_context(args, model, model_path)
     samples = np.asarray(model.sample(num_samples, seed=args.seed, temperature=args.temperature, context=context))
+    levels = model.get_config()["integer_levels"]
+    if levels is not None and not args.dequantized:
+        samples = model.to_levels(samples)
     if out.suffix == ".npy":
         write_new(out, lambda p: np.save(p, samples))
     else:  # %.9g: float32 values read back exactly; one flattened example per row
-        write_new(out, lambda p: np.savetxt(p, samples.reshape(len(samples), -1), delimiter=",", fmt="%.9g"))
+        write_new(out, lambda p: np.savetxt(p, samples.reshape(len(samples), -1), delimiter=",",
+                                            fmt="%d" if samples.dtype.kind == "i" else "%.9g"))
     shape = "x".join(map(str, samples.shape[1:]))
     given = "" if context is None else (f", label {args.label}" if args.label is not None else
                                         f", {len(context)} context row(s)")
-    print(f"Wrote {len(samples)} samples of shape {shape} to {out} "
+    kind = "" if levels is None else (" dequantized" if args.dequantized else f" integer (levels 0 to {levels - 1})")
+    print(f"Wrote {len(samples)}{kind} samples of shape {shape} to {out} "
           f"(seed {args.seed}, temperature {args.temperature:g}{given})")
     return 0
 

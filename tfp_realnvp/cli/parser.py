@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS, unknown_dataset
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -154,9 +154,17 @@ def _recipe_table() -> str:
                                if notes else []))
 
 
+def _dataset(text: str) -> str:
+    """An argparse `type`: a dataset name, checked before TensorFlow is imported (seconds)."""
+    problem = unknown_dataset(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, train: bool) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=None, metavar="NAME", help=dataset_help)
+    group.add_argument("--dataset", type=_dataset, default=None, metavar="NAME", help=dataset_help)
     default = "none: an unconditional density" if train else "the run's"
     context = group.add_mutually_exclusive_group()
     context.add_argument("--context-columns", type=_columns, default=None, metavar="C,C",
@@ -322,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser(
         "sample", help="draw samples from a saved model into a .npy or .csv file", formatter_class=_Formatter,
         description=_describe(
-            "Draw samples from a saved model; the same seed gives the same samples. Integer data (digits) "
-            "come out dequantized, as real numbers in [0, levels)."
+            "Draw samples from a saved model; the same seed gives the same samples. A model of integer data "
+            "(digits) gives integers in [0, levels), the levels its training data had; --dequantized gives the "
+            "flow's real-valued draw instead, which the logit's alpha lets reach a little below 0 (down to "
+            "-levels alpha / (1 - alpha), -0.89 for digits)."
         ),
     )
     sample.add_argument("--model", required=True, metavar="PATH.keras", help="a model saved by 'train'")
@@ -341,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "its row count")
     given.add_argument("--label", type=_non_negative_int, metavar="K",
                        help="a model conditioned on class labels (train --condition-on-label): sample class K")
+    sample.add_argument("--dequantized", action="store_true",
+                        help="integer data: write the flow's real values (the integers plus dequantization "
+                             "noise) instead of integer levels")
     sample.add_argument("--output", required=True, metavar="FILE",
                         help="a new .npy (np.save) or .csv (one sample per row, flattened) file; never "
                              "overwritten")

@@ -55,12 +55,14 @@ def assert_log_det_matches_autodiff(bijector: Any, x: tf.Tensor, event_ndims: in
     """Both log-dets against `tf.GradientTape.batch_jacobian` + `slogdet`; `x` is float64 `[n, *event]`."""
     assert x.dtype == tf.float64 and x.shape.rank == event_ndims + 1
     fldj = bijector.forward_log_det_jacobian(tf.identity(x), event_ndims=event_ndims, **kwargs)
+    # atol for log-dets at or near 0 (Squeeze's is exactly 0), where a relative tolerance allows nothing: slogdet of
+    # a float64 [n, n] Jacobian of entries of order 1 is off by some n * eps64 ~ 1e-14 absolute.
     np.testing.assert_allclose(fldj, _slogdet_of(lambda v: bijector.forward(v, **kwargs), x, event_ndims),
                                rtol=LOGDET_RTOL, atol=1e-10)
     y = tf.identity(bijector.forward(tf.identity(x), **kwargs))
     ildj = bijector.inverse_log_det_jacobian(tf.identity(y), event_ndims=event_ndims, **kwargs)
     np.testing.assert_allclose(ildj, _slogdet_of(lambda v: bijector.inverse(v, **kwargs), y, event_ndims),
-                               rtol=LOGDET_RTOL, atol=1e-10)
+                               rtol=LOGDET_RTOL, atol=1e-10)  # as above
 
 
 def assert_batch_shapes(bijector: Any, x_one: tf.Tensor, event_ndims: int, **kwargs: Any) -> None:

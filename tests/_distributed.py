@@ -1,12 +1,11 @@
 """Subprocess entry points for the tf.distribute tests (strategies must be set up before TF starts).
 
-python _distributed.py mirrored OUT.json
+python _distributed.py mirrored OUT.json SINGLE.npz
     Two logical CPUs; trains the same FlowModel on one device and under MirroredStrategy and
-    writes both loss histories and weights.
+    writes both loss histories and weights; then the one-process reference of
+    the workers' run (one process serves both tests: each process pays TensorFlow's import).
 python _distributed.py worker OUT.npz   (TF_CONFIG set by the caller)
     One worker of a MultiWorkerMirroredStrategy cluster; writes its losses and weights.
-python _distributed.py single OUT.npz
-    The same training in one process, for comparison with the workers.
 """
 
 from __future__ import annotations
@@ -71,6 +70,9 @@ def main() -> None:
         )
         with open(out, "w") as f:
             json.dump(result, f)
+        # The workers' training (a dataset, auto-sharded by data) on one device, for comparison.
+        losses, weights, _ = _train(None, dataset=True)
+        np.savez(sys.argv[3], losses=np.array(losses), replicas=1, *weights)
     elif mode == "worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
@@ -80,9 +82,6 @@ def main() -> None:
         )
         losses, weights, _ = _train(strategy, dataset=True)
         np.savez(out, losses=np.array(losses), replicas=strategy.num_replicas_in_sync, *weights)
-    elif mode == "single":
-        losses, weights, _ = _train(None, dataset=True)
-        np.savez(out, losses=np.array(losses), replicas=1, *weights)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

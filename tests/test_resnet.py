@@ -39,7 +39,10 @@ def test_trained_outputs_depend_on_the_input_and_on_the_mask():
     # reach, so a convolution alone gives both the same output; the mask channel tells the squares apart.
     zero = tf.zeros([1, 12, 12, 2])
     shift_plain, shift_masked = plain(zero)[0].numpy()[0], masked(zero)[0].numpy()[0]
+    # The same float32 sums at both pixels (equal here); a kernel that tiles the image otherwise may round
+    # them by a few ulps of values of order 1.
     np.testing.assert_allclose(shift_plain[5, 5], shift_plain[5, 6], rtol=1e-6)
+    # Weights of scale 0.3 make the differences of order 0.1-10 (measured: 0.35 and 17), far above round-off.
     assert np.max(np.abs(shift_masked[5, 5] - shift_masked[5, 6])) > 1e-2
     a, b = plain(_x((1, 12, 12, 2), seed=1))[0], plain(_x((1, 12, 12, 2), seed=2))[0]
     assert np.max(np.abs(a - b)) > 1e-2
@@ -81,9 +84,12 @@ def test_a_context_is_one_constant_input_channel_per_feature():
     x, c = _x((2, 3, 4, 4, 2)), np.random.default_rng(2).standard_normal((2, 3, 3)).astype("float32")
     shift, _ = conditioner(x, context=c)
     assert shift.shape == (2, 3, 4, 4, 2)
-    # Each example sees its own context; one row broadcasts to every example.
+    # Each example sees its own context; one row broadcasts to every example. Smaller batches than
+    # `shift`'s (equal here) may get another convolution algorithm: a few float32 ulps of values up to ~1,
+    # and atol for the entries near 0.
     np.testing.assert_allclose(conditioner(x[0, :1], context=c[0, :1])[0], shift[0, :1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(conditioner(x[0], context=c[0, 0])[0][0], shift[0, 0], rtol=1e-5, atol=1e-6)
+    # Another context moves the shift by order 1 (measured: 1.4), far above round-off.
     assert np.max(np.abs(conditioner(x, context=c[::-1].copy())[0] - shift)) > 1e-2
     assert ResNetConditioner.from_config(conditioner.get_config()).context_size == 3
     with pytest.raises(ValueError, match="built with context_size=3; pass context= with that many features"):

@@ -145,12 +145,6 @@ def test_saved_model_cli_matches_python(keras_export):
     _assert_outputs_match(actual, _python_signature(keras_export, "serving_default", x=X))
 
 
-def test_saved_model_cli_show(keras_export):
-    text = serving_check.saved_model_cli_show(keras_export)
-    assert "signature_def['serving_default']" in text
-    assert "signature_def['sample']" in text
-
-
 def test_signature_specs(keras_export):
     specs = serving_check.signature_specs(keras_export)
     assert sorted(specs) == ["sample", "serving_default"]  # no __saved_model_init_op

@@ -60,7 +60,10 @@ def test_shipped_export_reproduces_its_card_in_the_c_loader(export):
     x = x.reshape(-1, *event_shape)
     log_prob = run_signature_c(export, "serving_default", {"x": x})["log_prob"]
     nll = -float(np.mean(log_prob.astype(np.float64)))
-    # The card rounds to 4 decimals; float32 sums over a few thousand rows agree to ~1e-5.
+    # The card rounds to 4 decimals (at most 5e-5 off; measured: 4.1e-5), and another machine's float32
+    # kernels move each row's log p by an ulp or so, which the mean over hundreds of rows averages out.
+    # 1e-3 leaves margin for both, yet fails on other dequantization noise (seed 1 instead of 0 moves the
+    # digits models by 6e-3 and 1.1e-2 bits/dim, measured).
     if "bits_per_dim" in fields:
         measured = nll / (math.prod(event_shape) * math.log(2.0))
         assert measured == pytest.approx(float(fields["bits_per_dim"]), abs=1e-3)

@@ -46,7 +46,6 @@ __all__ = [
     "graph_op_types",
     "run_saved_model_cli",
     "run_signature_c",
-    "saved_model_cli_show",
     "signature_specs",
     "time_signature_c",
 ]
@@ -392,15 +391,6 @@ def _saved_model_cli(*args: str) -> subprocess.CompletedProcess[str]:
         message = stderr[matches[-1].start() :] if matches else stderr[-4000:]
         raise RuntimeError(f"saved_model_cli {args[0]} failed: {message}")
     return result
-
-
-def saved_model_cli_show(export_dir: str | os.PathLike[str]) -> str:
-    """The text of `saved_model_cli show --dir EXPORT_DIR --all`.
-
-    Raises:
-        RuntimeError: If `saved_model_cli` fails; the message is its last exception.
-    """
-    return _saved_model_cli("show", "--dir", os.fspath(export_dir), "--all").stdout
 
 
 def run_saved_model_cli(

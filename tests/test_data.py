@@ -306,17 +306,17 @@ def test_unknown_name_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("options, pattern", [
-    ({"num_train": 0}, r"num_train must be a positive integer or None, got 0"),
-    ({"num_test": 2.5}, r"num_test must be a positive integer or None, got 2.5"),
-    ({"seed": -1}, r"seed must be an integer in \[0, 4294967294\], got -1"),
-    ({"seed": True}, r"seed must be an integer in \[0, 4294967294\], got True"),
-    ({"dtype": "int32"}, r"dtype must be a float dtype such as 'float32' or 'float64', got 'int32'"),
-    ({"dtype": "no such dtype"}, r"dtype must be a float dtype .*, got 'no such dtype'"),
-    ({"header": "yes"}, r"header must be True, False or None \(auto-detect\), got 'yes'"),
+    ({"num_train": 0}, r"num_train must be an integer >= 1; got 0"),
+    ({"num_test": 2.5}, r"num_test must be an integer >= 1; got 2.5"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 4294967294\]; got -1"),
+    ({"seed": True}, r"seed must be an integer in \[0, 4294967294\]; got True"),
+    ({"dtype": "int32"}, r"dtype must be 'float32' or 'float64'; got 'int32'"),
+    ({"dtype": "no such dtype"}, r"dtype must be 'float32' or 'float64'; got 'no such dtype'"),
+    ({"header": "yes"}, r"header must be True, False or None; got 'yes'"),
     ({"header": True}, r"header applies only to 'csv:PATH' datasets, got header=True for 'two_moons'"),
-    ({"test_fraction": 1.0}, r"test_fraction must be a number strictly between 0 and 1, got 1.0"),
-    ({"test_fraction": 0}, r"test_fraction must be a number strictly between 0 and 1, got 0"),
-    ({"stream_threshold_bytes": -1}, r"stream_threshold_bytes must be a non-negative integer, got -1"),
+    ({"test_fraction": 1.0}, r"test_fraction must be a finite number in \(0, 1\); got 1.0"),
+    ({"test_fraction": 0}, r"test_fraction must be a finite number in \(0, 1\); got 0"),
+    ({"stream_threshold_bytes": -1}, r"stream_threshold_bytes must be an integer >= 0; got -1"),
 ])
 def test_bad_option_raises_data_error(options, pattern):
     with pytest.raises(DataError, match=pattern):
@@ -456,10 +456,10 @@ def test_as_tf_dataset_batches_a_stream(tmp_path):
 
 
 @pytest.mark.parametrize("rows_in, options, pattern", [
-    (np.zeros((4, 2)), {"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
-    (np.zeros((4, 2)), {"batch_size": 2, "seed": 1.5}, r"seed must be an integer or None, got 1.5"),
+    (np.zeros((4, 2)), {"batch_size": 0}, r"batch_size must be an integer >= 1; got 0"),
+    (np.zeros((4, 2)), {"batch_size": 2, "seed": 1.5}, r"seed must be an integer; got 1.5"),
     (np.zeros((4, 2)), {"batch_size": 2, "shuffle_buffer_size": 0},
-     r"shuffle_buffer_size must be a positive integer or None, got 0"),
+     r"shuffle_buffer_size must be an integer >= 1; got 0"),
     (np.zeros(4), {"batch_size": 2},
      r"expected a 2-D array \[rows, features\] with at least one row, got shape \(4,\)"),
     ("rows", {"batch_size": 2},

@@ -70,7 +70,7 @@ def test_compile_defaults_are_the_measured_fast_ones():
     model.compile(jit_compile=False, steps_per_execution=1)
     assert (model.jit_compile, model.steps_per_execution) == (False, 1)
     for bad in (0, -3, 2.5, True, "auto"):
-        with pytest.raises(ValueError, match=f"steps_per_execution must be a positive int; got {bad!r}"):
+        with pytest.raises(ValueError, match=f"steps_per_execution must be an integer >= 1; got {bad!r}"):
             model.compile(steps_per_execution=bad)
 
 
@@ -361,7 +361,7 @@ def test_bad_input():
     digits_model = FlowModel(2, num_couplings=1, hidden_units=(4,), integer_levels=4)
     with pytest.raises(ValueError, match=r"integer data must lie in \[0, 3\] .* got values in \[0.0, 7.0\]"):
         digits_model.adapt(np.array([[0.0, 7.0], [1.0, 2.0]]))
-    with pytest.raises(ValueError, match=r"logit_alpha must be in \[0, 1\); got 1.5"):
+    with pytest.raises(ValueError, match=r"logit_alpha must be a finite number in \[0, 1\); got 1.5"):
         FlowModel(2, logit_alpha=1.5)
 
 

@@ -49,11 +49,13 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from tfp_realnvp import checks
 from tfp_realnvp.choices import BUILTIN_DATASETS
 
 __all__ = [
@@ -194,16 +196,15 @@ def load_dataset(
     """
     if not isinstance(spec, str):
         raise DataError(f"dataset spec must be a string such as 'two_moons' or 'csv:PATH', got {spec!r}")
-    np_dtype = _check_dtype(dtype)
-    _check_count("num_train", num_train)
-    _check_count("num_test", num_test)
-    _check_seed(seed)
-    if header is not None and not isinstance(header, bool):
-        raise DataError(f"header must be True, False or None (auto-detect), got {header!r}")
-    _check_test_fraction(test_fraction)
-    if isinstance(stream_threshold_bytes, bool) or not isinstance(stream_threshold_bytes, (int, np.integer)) \
-            or stream_threshold_bytes < 0:
-        raise DataError(f"stream_threshold_bytes must be a non-negative integer, got {stream_threshold_bytes!r}")
+    with checks.raising(DataError):
+        np_dtype = _check_dtype(dtype)
+        for name, count in (("num_train", num_train), ("num_test", num_test)):
+            if count is not None:
+                checks.integer(name, count, low=1)
+        checks.integer("seed", seed, low=0, high=_MAX_SEED)
+        checks.boolean("header", header, optional=True)
+        _check_test_fraction(test_fraction)
+        checks.integer("stream_threshold_bytes", stream_threshold_bytes, low=0)
 
     kind, sep, path = spec.partition(":")
     is_file = bool(sep) and kind in ("csv", "npy")
@@ -278,16 +279,12 @@ def as_tf_dataset(
         >>> [int(b.shape[0]) for b in batches]
         [4, 4, 2]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise DataError(f"seed must be an integer or None, got {seed!r}")
-    if shuffle_buffer_size is not None and (
-        isinstance(shuffle_buffer_size, bool)
-        or not isinstance(shuffle_buffer_size, (int, np.integer))
-        or shuffle_buffer_size < 1
-    ):
-        raise DataError(f"shuffle_buffer_size must be a positive integer or None, got {shuffle_buffer_size!r}")
+    with checks.raising(DataError):
+        checks.integer("batch_size", batch_size, low=1)
+        if seed is not None:
+            checks.integer("seed", seed)
+        if shuffle_buffer_size is not None:
+            checks.integer("shuffle_buffer_size", shuffle_buffer_size, low=1)
 
     if isinstance(array_or_dataset, Dataset):
         raise DataError(
@@ -362,31 +359,18 @@ def stream_error(error: Exception) -> DataError:
 
 
 def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
+    """`dtype` (a name, numpy dtype or type) as a numpy float32 or float64 dtype."""
     try:
-        np_dtype = np.dtype(dtype)
+        name: Any = np.dtype(dtype).name
     except TypeError:
-        np_dtype = None
-    if np_dtype is None or not np.issubdtype(np_dtype, np.floating):
-        raise DataError(f"dtype must be a float dtype such as 'float32' or 'float64', got {dtype!r}")
-    return np_dtype
-
-
-def _check_count(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"{name} must be a positive integer or None, got {value!r}")
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _MAX_SEED:
-        raise DataError(f"seed must be an integer in [0, {_MAX_SEED}], got {seed!r}")
+        name = dtype
+    checks.dtype(name if name in checks.DTYPES else dtype)
+    return np.dtype(name)
 
 
 def _check_test_fraction(test_fraction: float) -> None:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
-            or not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+    with checks.raising(DataError):
+        checks.number("test_fraction", test_fraction, positive=True, below=1)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -285,38 +285,6 @@ def test_bits_per_dim_for_integer_data():
     assert abs(result["nll"] - again["nll"]) < 0.05 * abs(result["nll"])
 
 
-def test_dequantized_integers_stay_below_the_next_level(monkeypatch):
-    # In float32, 16 + 0.99999994 (the largest uniform draw below 1) is 17.0: the top level left
-    # [0, levels), its logit was infinite and the digits recipe diverged to NaN at epoch 36.
-    model = FlowModel(3, num_couplings=1, hidden_units=(4,), integer_levels=17, logit_alpha=0.05)
-    x = np.array([[16, 0, 3], [16, 16, 16], [0, 8, 16]], np.float32)
-    model.adapt(x)
-    largest_below_one = np.float32(1 - 2**-24)
-    assert np.float32(16) + largest_below_one == np.float32(17)  # the rounding the cap guards against
-    monkeypatch.setattr(keras.random, "uniform", lambda shape, seed=None, dtype=None, **kwargs: tf.fill(
-        shape, tf.constant(largest_below_one, dtype)))
-    model.compile(jit_compile=False)
-    logs = model.evaluate(x, verbose=0, return_dict=True)
-    assert np.isfinite(logs["nll"]), logs
-
-
-@pytest.mark.parametrize("levels, alpha", [(256, 1e-6), (17, 0.05), (None, 1e-6)])
-def test_the_logit_is_finite_up_to_the_top_of_its_range(levels, alpha):
-    # The relative of the bug above: alpha + (1 - alpha) v rounded to 1 in float32 for v just below 1
-    # (alpha 1e-6, v = (256 - 2^-16) / 256: logit(1.0) = inf). The logit now never forms that sum.
-    model = FlowModel(2, num_couplings=1, hidden_units=(4,), standardize=False, integer_levels=levels,
-                      logit_alpha=alpha)
-    top = np.nextafter(np.float32(levels or 1), np.float32(0))  # the largest float32 below the top
-    x = np.array([[top, top], [0.0, top]], np.float32)
-    assert np.all(np.isfinite(model.log_prob(x)))
-    # The float64 logit of v = x / levels as float32 rounds that division (1 - v then has one
-    # significant bit at 17 levels: the value the flow is given, not a defect of the logit).
-    v = np.float64(top / np.float32(levels or 1))
-    expected = np.log(alpha + (1 - alpha) * v) - np.log1p(-v) - np.log1p(-alpha)
-    # float32: 1 - v is exact (Sterbenz) and log1p(-v) keeps it to a few ulps of ~17: ~1e-5.
-    np.testing.assert_allclose(model.preprocessing.bijector().inverse(x)[0], expected, rtol=1e-5)
-
-
 def test_save_and_load_keras_file(tmp_path):
     x = _moons(1024, 0)
     model = _small_model(permutation="random", seed=4, log_scale_bound="sigmoid")

@@ -209,7 +209,3 @@ class ResNetConditioner(keras.layers.Layer):
             seed=self.seed,
         )
         return config
-
-
-def check_count(name: str, value: Any, low: int) -> int:  # TEMPORARY-HOUSE: flows/multiscale.py's import
-    return checks.integer(name, value, low=low)

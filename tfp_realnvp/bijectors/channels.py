@@ -18,7 +18,6 @@ statistics it shares.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import keras

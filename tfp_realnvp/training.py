@@ -455,7 +455,10 @@ def fit_flow(
             f"validation_split {split:g} of the {n} training rows of {data.name} leaves {n_val} validation "
             f"and {n_fit} training rows; expected at least one of each (use more data, another split, or 0)"
         )
-    # In memory, the fitting batches are whole (see `_fit_batches`); streamed, the last may be partial.
+    # In memory, the fitting batches are whole, shuffled afresh each epoch: an epoch's last,
+    # partial batch is dropped (other rows each epoch, so every row is trained on), because a
+    # partial batch is one more shape for XLA to compile the training step for, seconds on CPU,
+    # most of the first epoch of a small job. Streamed, the last batch may be partial.
     whole_batches = not data.streamed
     validation = examples.pipeline("validation") if n_val else None
     stream_errors: tuple[type[Exception], ...] = (tf.errors.InvalidArgumentError,) if data.streamed else ()
@@ -607,13 +610,7 @@ def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> 
 
 
 def _jittered(batches: Any, jitter: float) -> Any:
-    """`batches` with fresh N(0, jitter^2) noise added to every batch's `x` (none for `jitter` 0).
-
-    The fitting batches are shuffled afresh each epoch (seeded). In memory they are whole
-    batches of `batch_size`: an epoch's last, partial batch is dropped (other rows each epoch,
-    so every row is trained on), because a partial batch is one more shape for XLA to compile
-    the training step for, seconds on CPU, which is most of the first epoch of a small job.
-    """
+    """`batches` with fresh N(0, jitter^2) noise added to every batch's `x` (none for `jitter` 0)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     if not jitter:

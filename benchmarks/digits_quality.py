@@ -53,7 +53,8 @@ import tf_keras
 import tfp_realnvp
 from tfp_realnvp import Preprocessing
 from tfp_realnvp.data import load_dataset
-from tfp_realnvp.training import TrainingConfig, fit_flow, split_sizes
+from tfp_realnvp.examples import split_sizes
+from tfp_realnvp.training import TrainingConfig, fit_flow
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 

@@ -103,7 +103,7 @@ def test_a_flow_model_initialises_it_in_fit_and_a_loaded_one_keeps_it(tmp_path):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="epsilon must be positive; got -1"):
+    with pytest.raises(ValueError, match="epsilon must be a finite number > 0; got -1"):
         ActNorm((4,), epsilon=-1)
     with pytest.raises(ValueError, match=r"input of shape \(3, 5\) does not end in the event shape \[4\]"):
         ActNorm((4,)).inverse(tf.zeros([3, 5]), training=True)

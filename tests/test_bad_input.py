@@ -254,7 +254,7 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
         "test_export.py", r"standardisation has not been fitted: call model.fit\(x\)"),
     "an export version that exists": Asserted(
         "test_export.py", "version 3 already exists in .*; choose another version or leave version=None"),
-    "a training setting out of range": Asserted("test_training.py", "epochs must be a positive integer; got 0"),
+    "a training setting out of range": Asserted("test_training.py", "epochs must be an integer >= 1; got 0"),
     "a `state.json` that is not a training backup": Asserted(
         "test_backup.py", r"state\.json is not a training backup; expected the state\.json of"),
     "integers into an `AffineCoupling`": Asserted("test_affine_coupling.py", r"expects a floating-point input; got dtype int32"),

@@ -147,14 +147,14 @@ def test_statistics_survive_a_keras_round_trip(fitted):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\); got 1.0"):
+    with pytest.raises(ValueError, match=r"momentum must be a finite number in \[0, 1\); got 1.0"):
         BatchNormalization((4,), momentum=1.0)
-    with pytest.raises(ValueError, match="epsilon must be positive; got 0"):
+    with pytest.raises(ValueError, match="epsilon must be a finite number > 0; got 0"):
         BatchNormalization((4,), epsilon=0)
-    with pytest.raises(ValueError, match=r"event_shape must be positive sizes such as \[8, 8, 1\]; got \[\]"):
+    with pytest.raises(ValueError, match=r"event_shape must be positive integers such as \[8, 8, 1\]; got \(\)"):
         BatchNormalization(())
     bn = BatchNormalization((4, 4, 2))
     with pytest.raises(ValueError, match=r"input of shape \(3, 4, 4, 1\) does not end in the event shape \[4, 4, 2\]"):
         bn.inverse(tf.zeros([3, 4, 4, 1]))
-    with pytest.raises(TypeError, match="training must be a Python bool or None; got <tf.Tensor"):
+    with pytest.raises(TypeError, match="training must be True, False or None; got <tf.Tensor"):
         bn.inverse(tf.zeros([3, 4, 4, 2]), training=tf.constant(True))

@@ -15,6 +15,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp import FlowModel, cli, export_saved_model, real_nvp, route, serving_check
 from tfp_realnvp.data import load_dataset
+from tfp_realnvp.examples import Examples
 from tfp_realnvp.flows import register_flow
 from tfp_realnvp.training import ConfigError, TrainingConfig, fit_flow
 
@@ -184,9 +185,7 @@ def test_context_columns_by_name_and_number(tmp_path):
     assert data.columns == ("a", "flag", "b")
     by_name = TrainingConfig(dataset=spec, context_columns=["flag"])
     by_number = TrainingConfig(dataset=spec, context_columns=[2])
-    from tfp_realnvp.training import examples
-
-    (x1, c1), (x2, c2) = examples(by_name, data, "train"), examples(by_number, data, "train")
+    (x1, c1), (x2, c2) = Examples(by_name, data).arrays("train"), Examples(by_number, data).arrays("train")
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(x1, data.train[:, [0, 2]])

@@ -51,7 +51,7 @@ def test_keywords_reach_the_inner_parts():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match=r"num_kept must be an integer in \[1, 3\] for an event of 4 channels; got 4"):
+    with pytest.raises(ValueError, match=r"num_kept for an event of 4 channels must be an integer in \[1, 3\]; got 4"):
         FactorOut(tfb.Identity(), num_kept=4, event_shape=(2, 2, 4))
     with pytest.raises(ValueError, match=r"maps events \[2, 2, 2\] to \[1, 1, 8\]; expected it to keep their shape"):
         from tfp_realnvp import Squeeze

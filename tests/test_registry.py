@@ -88,7 +88,7 @@ def test_a_builder_that_returns_the_wrong_thing_is_refused():
 def test_event_shape_and_event_size_are_exclusive():
     with pytest.raises(ValueError, match="give exactly one of event_size"):
         FlowModel(2, event_shape=(2,))
-    with pytest.raises(ValueError, match=r"event_shape must be positive integers, e.g. \[2\] or \[8, 8, 1\]"):
+    with pytest.raises(ValueError, match=r"event_shape must be positive integers such as \[2\] or \[8, 8, 1\]"):
         FlowModel(event_shape=(4, 0))
     # The old spelling and the new build the same vector model.
     a = FlowModel(3, num_couplings=2, hidden_units=(4,), name="m")

@@ -101,7 +101,7 @@ def test_bad_arguments_are_named():
         ResNetConditioner(0)
     with pytest.raises(ValueError, match="context_size must be an integer >= 0; got -1"):
         ResNetConditioner(8, context_size=-1)
-    with pytest.raises(ValueError, match=r"normalization must be one of \(None, 'batch'\); got 'layer'"):
+    with pytest.raises(ValueError, match=r"normalization must be one of None, 'batch'; got 'layer'"):
         ResNetConditioner(8, normalization="layer")
     with pytest.raises(ValueError, match=r"mask must be a boolean array \[H, W, m\]; got shape \(4, 4\)"):
         ResNetConditioner(8, mask=np.ones((4, 4), bool))

@@ -11,7 +11,7 @@ import pytest
 
 from tfp_realnvp.choices import BUILTIN_DATASETS
 from tfp_realnvp.data import DataError, load_dataset
-from tfp_realnvp.training import RECIPES, ConfigError, TrainingConfig, best_epoch, fit_flow, recipe_for, split_sizes
+from tfp_realnvp.training import RECIPES, ConfigError, TrainingConfig, best_epoch, fit_flow, recipe_for
 
 # A quick run: two small couplings, no XLA compilation (seconds of it would dominate).
 QUICK = dict(num_train=600, num_test=200, epochs=2, batch_size=128, jit_compile=False,
@@ -61,15 +61,15 @@ def test_a_recipe_holds_settings_for_other_flows():
 
 
 @pytest.mark.parametrize("changes, pattern", [
-    (dict(epochs=0), "epochs must be a positive integer; got 0"),
-    (dict(batch_size=2.5), "batch_size must be a positive integer; got 2.5"),
-    (dict(validation_split=1.0), r"validation_split must be a number in \[0, 1\); got 1.0"),
-    (dict(learning_rate=float("nan")), "learning_rate must be a positive number; got nan"),
+    (dict(epochs=0), "epochs must be an integer >= 1; got 0"),
+    (dict(batch_size=2.5), "batch_size must be an integer >= 1; got 2.5"),
+    (dict(validation_split=1.0), r"validation_split must be a finite number in \[0, 1\); got 1.0"),
+    (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0; got nan"),
     (dict(warmup_epochs=5, epochs=5), r"warmup_epochs must be fewer than epochs \(5\); got 5"),
-    (dict(event_shape=[8, 0]), r"event_shape must be a list of positive integers"),
+    (dict(event_shape=[8, 0]), r"event_shape must be positive integers such as \[8, 8, 1\]; got \[8, 0\]"),
     (dict(flow_dtype="float16"), "flow_dtype must be 'float32' or 'float64'; got 'float16'"),
     (dict(flow_options={"hidden_units": np.array([4])}), "flow_options must hold JSON values"),
-    (dict(standardize="yes"), "standardize must be true or false; got 'yes'"),
+    (dict(standardize="yes"), "standardize must be True or False; got 'yes'"),
 ])
 def test_bad_values_name_their_field(changes, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -87,10 +87,7 @@ def test_bad_files_are_named(tmp_path):
         TrainingConfig.from_file(tmp_path / "typo.json")
 
 
-def test_split_sizes_and_best_epoch():
-    assert split_sizes(20000, 0.1, streamed=False) == (18000, 2000)
-    assert split_sizes(1200, 0.1, streamed=True) == (1080, 120)
-    assert split_sizes(5, 0.0, streamed=False) == (5, 0)
+def test_best_epoch():
     assert best_epoch([3.0, 1.0, 2.0, 1.0]) == 2
     assert best_epoch([float("nan"), float("inf")]) is None
 

@@ -7,8 +7,9 @@ same kind of message wherever it is passed. Importing this module does not impor
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -16,11 +17,13 @@ __all__ = [
     "DTYPES",
     "is_integer",
     "integer",
+    "boolean",
     "number",
     "event_shape",
     "dtype",
     "context_size",
     "one_of",
+    "raising",
 ]
 
 DTYPES: tuple[str, ...] = ("float32", "float64")
@@ -59,7 +62,22 @@ def _integer_range(low: int | None, high: int | None) -> str:
     return "an integer"
 
 
-def number(name: str, value: Any, *, low: float | None = None, positive: bool = False) -> float:
+def boolean(name: str, value: Any, *, optional: bool = False) -> bool | None:
+    """`value` as a `bool` (a Python or numpy bool; `None` too when `optional`), or a `ValueError`.
+
+    Raises:
+      ValueError: `"<name> must be True or False; got <value>"` (`"True, False or None"`).
+    """
+    if value is None and optional:
+        return None
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
+        raise ValueError(f"{name} must be {'True, False or None' if optional else 'True or False'}; got {value!r}")
+    return bool(value)
+
+
+def number(
+    name: str, value: Any, *, low: float | None = None, positive: bool = False, below: float | None = None
+) -> float:
     """`value` as a finite `float`, or a `ValueError` naming `name`.
 
     Args:
@@ -67,17 +85,27 @@ def number(name: str, value: Any, *, low: float | None = None, positive: bool = 
       value: what was passed: a Python or numpy real number, not a bool.
       low: the smallest value allowed; `None` for no bound.
       positive: whether the value must be strictly above 0.
+      below: a bound the value must stay strictly below; `None` for none.
 
     Raises:
-      ValueError: `"<name> must be a finite number > 0; got <value>"` and the like.
+      ValueError: `"<name> must be a finite number > 0; got <value>"`, `"... in [0, 1); ..."`
+        and the like.
     """
     ok = isinstance(value, Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
     ok = ok and math.isfinite(float(value))
     ok = ok and (low is None or float(value) >= low) and (not positive or float(value) > 0)
+    ok = ok and (below is None or float(value) < below)
     if not ok:
-        bound = " > 0" if positive else (f" >= {low}" if low is not None else "")
-        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number{_number_range(low, positive, below)}; got {value!r}")
     return float(value)
+
+
+def _number_range(low: float | None, positive: bool, below: float | None) -> str:
+    if below is not None and (positive or low is not None):
+        return f" in {'(0' if positive else f'[{low:g}'}, {below:g})"
+    if below is not None:
+        return f" < {below:g}"
+    return " > 0" if positive else (f" >= {low:g}" if low is not None else "")
 
 
 def event_shape(
@@ -133,3 +161,18 @@ def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}; got {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def raising(error: type[ValueError]) -> Iterator[None]:
+    """Within the block, a check's `ValueError` is raised as `error` (a subclass) with the same message.
+
+    A module whose users catch its own error class (`DataError`, `ConfigError`) checks its
+    arguments with these functions inside `with checks.raising(DataError):`.
+    """
+    try:
+        yield
+    except ValueError as failure:
+        if isinstance(failure, error):
+            raise
+        raise error(str(failure)) from None

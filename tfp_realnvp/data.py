@@ -19,6 +19,12 @@ file counts them) and what was expected. Files larger than `stream_threshold_byt
 the `Dataset` then holds `stream` / `test_stream` callables that build `tf.data` pipelines reading the
 file from disk, and the same checks run inside those pipelines.
 
+One CSV parser (`_parse_csv_lines`) reads a file in memory and streamed (there through
+`tf.data.Dataset.from_generator`, as NPY files stream): `np.loadtxt` on each chunk of 4 MiB of lines,
+and, for a chunk it refuses (quoted cells, a problem), a cell-by-cell pass that reads it or words its first
+problem. It replaced an `np.loadtxt` fast path beside a `tf.strings` parser that had to agree with it:
+`benchmarks/csv_loading.py` (CSV_LOADING.md) times both on a 100 000 x 10 file.
+
 The split rules:
 
 * In memory (digits, CSV, NPY): a permutation of the rows from `np.random.default_rng(seed)`; the first
@@ -44,16 +50,17 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from tfp_realnvp import checks
 from tfp_realnvp.choices import BUILTIN_DATASETS, unknown_dataset
 
 __all__ = [
@@ -71,16 +78,12 @@ _DEFAULT_NUM_TEST = 5000
 _DIGITS_LEVELS = 17  # pixel values 0..16
 _MAX_SEED = 2**32 - 2  # two_moons uses seed and seed + 1 as sklearn random_state, which must be < 2**32
 
-# What counts as a number in a CSV cell, the same in Python (header detection) and in the tf.data parser.
-# [0-9], not \d: Python's \d also matches non-ASCII digits. NaN and infinity parse, then fail the finiteness
-# check with their own message. A cell may be padded with ASCII whitespace and wrapped in one pair of quotes.
-_NUMBER = r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)"
-_NUMBER_PATTERN = f"(?i){_NUMBER}"
-_NUMBER_RE = re.compile(_NUMBER_PATTERN)
-_CELL = rf'[ \t\r\f\v]*(?:{_NUMBER}|"{_NUMBER}")[ \t\r\f\v]*'
-_LINE_PATTERN = f"(?i){_CELL}(?:,{_CELL})*"  # a line of numbers; the column count is checked apart
+# What counts as a number in a CSV cell (`_parse_csv_lines`, header detection). [0-9], not \d: Python's \d
+# also matches non-ASCII digits. NaN and infinity parse, then fail the finiteness check with their own
+# message. A cell may be padded with ASCII whitespace and wrapped in one pair of quotes.
+_NUMBER_RE = re.compile(r"(?i)[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)")
 _BOM = b"\xef\xbb\xbf"
-_CSV_BATCH_LINES = 8192  # lines parsed per vectorised tf.data step
+_CSV_CHUNK_BYTES = 4 * 2**20  # bytes of lines parsed at a time (in memory and streamed alike)
 _NPY_CHUNK_BYTES = 4 * 2**20  # bytes read from a memory-mapped .npy per generator step
 _STREAM_SHUFFLE_BUFFER = 10_000  # rows, default shuffle buffer for streamed input in as_tf_dataset
 
@@ -194,16 +197,15 @@ def load_dataset(
     """
     if not isinstance(spec, str):
         raise DataError(f"dataset spec must be a string such as 'two_moons' or 'csv:PATH', got {spec!r}")
-    np_dtype = _check_dtype(dtype)
-    _check_count("num_train", num_train)
-    _check_count("num_test", num_test)
-    _check_seed(seed)
-    if header is not None and not isinstance(header, bool):
-        raise DataError(f"header must be True, False or None (auto-detect), got {header!r}")
-    _check_test_fraction(test_fraction)
-    if isinstance(stream_threshold_bytes, bool) or not isinstance(stream_threshold_bytes, (int, np.integer)) \
-            or stream_threshold_bytes < 0:
-        raise DataError(f"stream_threshold_bytes must be a non-negative integer, got {stream_threshold_bytes!r}")
+    with checks.raising(DataError):
+        np_dtype = _check_dtype(dtype)
+        for name, count in (("num_train", num_train), ("num_test", num_test)):
+            if count is not None:
+                checks.integer(name, count, low=1)
+        checks.integer("seed", seed, low=0, high=_MAX_SEED)
+        checks.boolean("header", header, optional=True)
+        _check_test_fraction(test_fraction)
+        checks.integer("stream_threshold_bytes", stream_threshold_bytes, low=0)
 
     kind, sep, path = spec.partition(":")
     is_file = bool(sep) and kind in ("csv", "npy")
@@ -268,16 +270,12 @@ def as_tf_dataset(
         >>> [int(b.shape[0]) for b in batches]
         [4, 4, 2]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise DataError(f"seed must be an integer or None, got {seed!r}")
-    if shuffle_buffer_size is not None and (
-        isinstance(shuffle_buffer_size, bool)
-        or not isinstance(shuffle_buffer_size, (int, np.integer))
-        or shuffle_buffer_size < 1
-    ):
-        raise DataError(f"shuffle_buffer_size must be a positive integer or None, got {shuffle_buffer_size!r}")
+    with checks.raising(DataError):
+        checks.integer("batch_size", batch_size, low=1)
+        if seed is not None:
+            checks.integer("seed", seed)
+        if shuffle_buffer_size is not None:
+            checks.integer("shuffle_buffer_size", shuffle_buffer_size, low=1)
 
     if isinstance(array_or_dataset, Dataset):
         raise DataError(
@@ -327,7 +325,7 @@ def hold_out(
     # Plain TensorFlow ops: AutoGraph has nothing to convert (and would re-read this file's source).
     @tf.autograph.experimental.do_not_convert
     def keep(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
-        return tf.equal(_is_test_row_tf(i, fraction), held_out)
+        return tf.equal(_is_test_row(i, fraction), held_out)
 
     @tf.autograph.experimental.do_not_convert
     def drop_index(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
@@ -352,31 +350,18 @@ def stream_error(error: Exception) -> DataError:
 
 
 def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
+    """`dtype` (a name, numpy dtype or type) as a numpy float32 or float64 dtype."""
     try:
-        np_dtype = np.dtype(dtype)
+        name: Any = np.dtype(dtype).name
     except TypeError:
-        np_dtype = None
-    if np_dtype is None or not np.issubdtype(np_dtype, np.floating):
-        raise DataError(f"dtype must be a float dtype such as 'float32' or 'float64', got {dtype!r}")
-    return np_dtype
-
-
-def _check_count(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"{name} must be a positive integer or None, got {value!r}")
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _MAX_SEED:
-        raise DataError(f"seed must be an integer in [0, {_MAX_SEED}], got {seed!r}")
+        name = dtype
+    checks.dtype(name if name in checks.DTYPES else dtype)
+    return np.dtype(name)
 
 
 def _check_test_fraction(test_fraction: float) -> None:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
-            or not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+    with checks.raising(DataError):
+        checks.number("test_fraction", test_fraction, positive=True, below=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -491,13 +476,8 @@ def _seeded_split(rows: np.ndarray, source: str, seed: int, test_fraction: float
     return rows[order[num_test:]], rows[order[:num_test]]
 
 
-def _is_test_row(row_index: np.ndarray, test_fraction: float) -> np.ndarray:
-    # The streamed split rule; `_is_test_row_tf` is the same float64 arithmetic, so both agree bit for bit.
-    i = row_index.astype(np.float64)
-    return np.ceil((i + 1.0) * test_fraction) > np.ceil(i * test_fraction)
-
-
-def _is_test_row_tf(row_index: tf.Tensor, test_fraction: float) -> tf.Tensor:
+def _is_test_row(row_index: np.ndarray | tf.Tensor, test_fraction: float) -> tf.Tensor:
+    """The streamed split rule (see the module docstring), for numpy row indices and tensors alike."""
     i = tf.cast(row_index, tf.float64)
     return tf.math.ceil((i + 1.0) * test_fraction) > tf.math.ceil(i * test_fraction)
 
@@ -632,168 +612,98 @@ def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> 
         )
     what = f"CSV file {path}: {num_columns} columns" + (f", header row {header_line}" if header else "")
     columns = tuple(first_cells) if header else None
-    parse = dict(full_path=options.full_path, path=path, header_line=header_line, num_columns=num_columns,
-                 dtype=options.dtype)
+
+    def blocks() -> Iterator[np.ndarray]:
+        for first_line, lines in _csv_line_chunks(options.full_path, header_line):
+            yield _parse_csv_lines(first_line, lines, path, num_columns, options.dtype)
 
     if streamed:
         num_rows = _count_nonblank_lines(options.full_path) - (1 if header else 0)
-
-        def make_rows(want_test: bool) -> tf.data.Dataset:
-            def select(values, row_index, ok, message):
-                check = tf.debugging.Assert(ok, [message])
-                with tf.control_dependencies([check]):
-                    keep = tf.equal(_is_test_row_tf(row_index, options.test_fraction), want_test)
-                    return tf.boolean_mask(values, keep)
-
-            return _csv_batches(**parse).map(select).unbatch()
-
-        return _streamed_dataset(options, make_rows, num_rows, num_columns, what, columns)
-
-    rows = _read_csv_fast(options.full_path, header_line, num_columns, options.dtype)
-    if rows is None:  # a problem, or a file np.loadtxt reads differently: the tf.data parser decides
-        chunks = []
-        for values, _, ok, message in _csv_batches(**parse).as_numpy_iterator():
-            if not ok:
-                raise DataError(message.decode("utf-8", errors="replace"))
-            chunks.append(values)
-        rows = np.concatenate(chunks) if chunks else np.zeros((0, num_columns), options.dtype)
+        return _streamed_dataset(options, _row_stream(blocks, num_columns, options), num_rows, num_columns, what,
+                                 columns)
+    chunks = list(blocks())
+    rows = np.concatenate(chunks) if chunks else np.zeros((0, num_columns), options.dtype)
     train, test = _seeded_split(rows, path, options.seed, options.test_fraction)
     return _file_dataset(options, train, test, num_columns, what, columns)
 
 
-def _read_csv_fast(full_path: str, header_line: int | None, num_columns: int,
-                   dtype: np.dtype) -> np.ndarray | None:
-    """Reads a clean CSV with np.loadtxt (no tf.data tracing, faster), or returns None.
+def _csv_line_chunks(full_path: str, header_line: int | None) -> Iterator[tuple[int, list[bytes]]]:
+    """The file's lines in chunks: (the 1-based number of the chunk's first line, its lines).
 
-    None means np.loadtxt failed, found a non-finite value, or read a shape other than the parser's; the
-    caller then runs `_csv_batches`, which defines what the file holds and words the error. Without a
-    quotechar, np.loadtxt accepts a subset of what the parser accepts (it rejects quoted cells and
-    whitespace-only lines, for two), so a file that passes here parses identically there.
+    Lines end at b"\n" (a "\r" before it is stripped with the cells); every line is kept, so that
+    the numbers hold, with the header and a byte-order mark blanked out.
     """
-    try:
-        # newline="\n": lines end at "\n" only, as in tf.data.TextLineDataset; utf-8-sig drops a BOM.
-        with open(full_path, encoding="utf-8-sig", newline="\n") as f:
-            # No quotechar: np.loadtxt's quote rules differ (it takes '"1'), so quoted cells go to the parser.
-            rows = np.loadtxt(f, delimiter=",", comments=None, skiprows=header_line or 0, ndmin=2,
-                              dtype=np.float64)
-    except ValueError:  # includes UnicodeDecodeError
-        return None
-    with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported by the parser
-        rows = rows.astype(dtype)
-    if rows.shape[1] != num_columns or not np.isfinite(rows).all():
-        return None
-    return rows
+    first = 1
+    with open(full_path, "rb") as f:
+        while lines := f.readlines(_CSV_CHUNK_BYTES):
+            if first == 1:
+                lines[0] = lines[0].removeprefix(_BOM)
+            if header_line is not None and first <= header_line < first + len(lines):
+                lines[header_line - first] = b""
+            yield first, lines
+            first += len(lines)
 
 
-def _csv_batches(*, full_path: str, path: str, header_line: int | None, num_columns: int,
-                 dtype: np.dtype) -> tf.data.Dataset:
-    """Parses a CSV file in batches of lines: (values [b, d], data row index [b], ok, problem message).
+def _parse_csv_lines(first_line: int, lines: list[bytes], path: str, num_columns: int,
+                     dtype: np.dtype) -> np.ndarray:
+    """The data rows of `lines` (blank ones dropped) as values `[n, num_columns]`, or a `DataError`.
 
-    Blank lines and the header are dropped; `ok` is False for a batch with a problem, which `message` words.
-    The parsing functions are traced once per process (they take the file's details as tensors), so
-    building this pipeline stays cheap.
-    """
-    parse = _csv_parser(dtype.name)
-    header = 0 if header_line is None else header_line  # line numbers start at 1: 0 matches none
-
-    def number_lines(state, lines):
-        line_offset, row_offset, line_nos, lines, row_index = _number_csv_lines(state[0], state[1], lines, header)
-        return (line_offset, row_offset), (line_nos, lines, row_index)
-
-    def parse_lines(line_nos, lines, row_index):
-        values, ok, message = parse(line_nos, lines, path, num_columns)
-        return tf.ensure_shape(values, [None, num_columns]), row_index, ok, message
-
-    return (
-        tf.data.TextLineDataset(full_path)
-        .batch(_CSV_BATCH_LINES)
-        .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), number_lines)
-        .map(parse_lines, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    )
-
-
-@tf.function(input_signature=[
-    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.string),
-    tf.TensorSpec([], tf.int64),
-])
-def _number_csv_lines(line_offset, row_offset, lines, header_line):
-    """Numbers a batch of lines and drops blank ones and the header.
-
-    Returns the offsets after the batch, then the kept lines with their 1-based line numbers and 0-based data
-    row indices.
-    """
-    lines = tf.cond(  # a UTF-8 byte-order mark on line 1
-        tf.equal(line_offset, 0),
-        lambda: tf.concat([tf.strings.regex_replace(lines[:1], "^\ufeff", ""), lines[1:]], axis=0),
-        lambda: lines,
-    )
-    n = tf.size(lines, out_type=tf.int64)
-    line_nos = line_offset + tf.range(1, n + 1, dtype=tf.int64)
-    keep = (tf.strings.length(tf.strings.strip(lines)) > 0) & tf.not_equal(line_nos, header_line)
-    row_index = row_offset + tf.cumsum(tf.cast(keep, tf.int64), exclusive=True)
-    return (line_offset + n, row_offset + tf.reduce_sum(tf.cast(keep, tf.int64)),
-            tf.boolean_mask(line_nos, keep), tf.boolean_mask(lines, keep), tf.boolean_mask(row_index, keep))
-
-
-@functools.lru_cache(maxsize=None)
-def _csv_parser(dtype_name: str) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-    """The batch parser for one float dtype: (line numbers, lines, path, num_columns) -> (values, ok, message).
-
-    One regex pass over each line checks that it holds only numbers; only a batch that fails is taken apart
-    cell by cell, to word its first problem (ragged row, non-numeric cell, non-finite value) with the line
+    The one CSV parser, in memory and streamed. `np.loadtxt` reads a clean chunk (it accepts a
+    subset of what the cell rules below accept: no quotes, no whitespace-only lines, which are
+    dropped before); a chunk it refuses, or whose values are not finite in `dtype`, is read cell by
+    cell, which either reads it (quoted cells) or names the first bad row or cell with the line
     number a person opening the file would see.
     """
-    tf_dtype = tf.as_dtype(dtype_name)
-    finite_hint = _non_finite_hint(np.dtype(dtype_name))
+    rows = [line for line in lines if line.strip()]
+    if not rows:
+        return np.zeros((0, num_columns), dtype)
+    # Lines split at b"\n", never inside a UTF-8 sequence: one decode of the chunk decodes each line.
+    text = b"".join(rows).decode("utf-8", errors="replace").split("\n")[:len(rows)]
+    try:
+        values = np.loadtxt(text, delimiter=",", comments=None, ndmin=2, dtype=np.float64, quotechar=None)
+        with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
+            values = values.astype(dtype)
+        if values.shape == (len(rows), num_columns) and np.isfinite(values).all():
+            return values
+    except ValueError:
+        pass
+    values = np.empty((len(rows), num_columns), dtype)
+    numbered = ((first_line + k, line) for k, line in enumerate(lines) if line.strip())
+    for r, (line_no, raw) in enumerate(numbered):
+        cells = _split_cells(raw)
+        if len(cells) != num_columns:
+            raise DataError(f"row {line_no} of {path} has {len(cells)} values, expected {num_columns} like the first "
+                            "data row")
+        for c, cell in enumerate(cells):
+            where = f"at row {line_no}, column {c + 1} of {path}: '{cell}'"
+            if not _NUMBER_RE.fullmatch(cell):
+                raise DataError(f"non-numeric cell {where} (expected a number)")
+            with np.errstate(over="ignore"):
+                values[r, c] = float(cell)
+            if not np.isfinite(values[r, c]):
+                raise DataError(f"non-finite value {where}{_non_finite_hint(dtype)}")
+    return values
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.string),
-        tf.TensorSpec([], tf.int64),
-    ])
-    def parse(line_nos, lines, path, num_columns):
-        cells = tf.strings.split(tf.strings.regex_replace(lines, '"', ""), ",")
-        ragged = tf.not_equal(cells.row_lengths(), num_columns)
-        well_formed = tf.strings.regex_full_match(lines, _LINE_PATTERN) & ~ragged
-        dense = cells.to_tensor(default_value="0", shape=tf.stack([tf.constant(-1, tf.int64), num_columns]))
-        values = tf.cast(tf.strings.to_number(tf.where(well_formed[:, None], dense, "0"), tf.float64), tf_dtype)
-        row_bad = ~well_formed | ~tf.reduce_all(tf.math.is_finite(values), axis=1)
-        ok = ~tf.reduce_any(row_bad)
 
-        def describe():
-            r = tf.argmax(tf.cast(row_bad, tf.int32), output_type=tf.int32)
-            line = tf.strings.as_string(line_nos[r])
-            row_cells = tf.strings.split(lines[r], ",")
-            count = tf.size(row_cells, out_type=tf.int64)
-            of_path = tf.strings.join([" of ", path])
+def _row_stream(blocks: Callable[[], Iterator[np.ndarray]], num_columns: int,
+                options: _FileOptions) -> Callable[[bool], tf.data.Dataset]:
+    """`make_rows(want_test)`: a `tf.data.Dataset` of the test rows, or of the others, of a file read in blocks.
 
-            def ragged_message():
-                return tf.strings.join([
-                    "row ", line, of_path, " has ", tf.strings.as_string(count), " values, expected ",
-                    tf.strings.as_string(num_columns), " like the first data row",
-                ])
+    A `DataError` raised while reading fails the iteration with `tf.errors.InvalidArgumentError`
+    carrying its message (`stream_error` takes it back out).
+    """
+    def make_rows(want_test: bool) -> tf.data.Dataset:
+        def selected() -> Iterator[np.ndarray]:
+            start = 0
+            for block in blocks():
+                keep = _is_test_row(np.arange(start, start + len(block)), options.test_fraction).numpy() == want_test
+                start += len(block)
+                yield block[keep]
 
-            def cell_message():
-                text = tf.strings.regex_replace(tf.strings.strip(row_cells), '^"(.*)"$', r"\1")
-                numeric = tf.strings.regex_full_match(text, _NUMBER_PATTERN)
-                finite = tf.math.is_finite(
-                    tf.cast(tf.strings.to_number(tf.where(numeric, text, "0"), tf.float64), tf_dtype)
-                )
-                c = tf.argmax(tf.cast(~(numeric & finite), tf.int32), output_type=tf.int32)
-                where = tf.strings.join(
-                    ["at row ", line, ", column ", tf.strings.as_string(c + 1), of_path, ": '", text[c], "'"]
-                )
-                return tf.cond(
-                    numeric[c],
-                    lambda: tf.strings.join(["non-finite value ", where, finite_hint]),
-                    lambda: tf.strings.join(["non-numeric cell ", where, " (expected a number)"]),
-                )
+        signature = tf.TensorSpec([None, num_columns], tf.as_dtype(options.dtype))
+        return tf.data.Dataset.from_generator(selected, output_signature=signature).unbatch()
 
-            return tf.cond(tf.not_equal(count, num_columns), ragged_message, cell_message)
-
-        message = tf.cond(ok, lambda: tf.constant(""), describe)
-        return values, ok, message
-
-    return parse
+    return make_rows
 
 
 # NPY -------------------------------------------------------------------------------------------------------
@@ -855,19 +765,14 @@ def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
     del array  # each pipeline maps the file anew, so no file handle outlives them
     chunk_rows = max(1, _NPY_CHUNK_BYTES // (num_columns * options.dtype.itemsize))
 
-    def make_rows(want_test: bool) -> tf.data.Dataset:
-        def blocks() -> Iterator[np.ndarray]:
-            rows = _open_npy(options)
-            for start in range(0, num_rows, chunk_rows):
-                with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
-                    block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
-                message = _npy_non_finite(block, start, options)
-                if message:
-                    raise DataError(message)
-                keep = _is_test_row(np.arange(start, start + len(block)), options.test_fraction) == want_test
-                yield block[keep]
+    def blocks() -> Iterator[np.ndarray]:
+        rows = _open_npy(options)
+        for start in range(0, num_rows, chunk_rows):
+            with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
+                block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
+            message = _npy_non_finite(block, start, options)
+            if message:
+                raise DataError(message)
+            yield block
 
-        signature = tf.TensorSpec([None, num_columns], tf.as_dtype(options.dtype))
-        return tf.data.Dataset.from_generator(blocks, output_signature=signature).unbatch()
-
-    return _streamed_dataset(options, make_rows, num_rows, num_columns, what)
+    return _streamed_dataset(options, _row_stream(blocks, num_columns, options), num_rows, num_columns, what)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp import checks
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.callbacks import with_progress_bar
 from tfp_realnvp.compiled import Bucketed
@@ -144,17 +145,9 @@ def _event_shape(event_size: Any, event_shape: Any) -> tuple[int, ...]:
             "give exactly one of event_size (an int, for vectors) and event_shape (e.g. [8, 8, 1]); "
             f"got event_size={event_size!r}, event_shape={event_shape!r}"
         )
-    shape = (event_size,) if event_shape is None else event_shape
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        shape = None
-    if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
-        raise ValueError(f"event_shape must be positive integers, e.g. [2] or [8, 8, 1]; got {event_shape!r}"
-                         if event_shape is not None else f"event_size must be a positive integer; got {event_size!r}")
-    return tuple(int(n) for n in shape)
+    if event_shape is None:
+        return (checks.integer("event_size", event_size, low=1),)
+    return checks.event_shape(event_shape)
 
 
 def _json_options(flow: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -254,11 +247,8 @@ class FlowModel(keras.Model):
         super().__init__(**{k: v for k, v in dict(name=name, trainable=trainable, dtype=dtype).items()
                             if v is not None})
         shape = _event_shape(event_size, event_shape)
-        if flow_dtype not in ("float32", "float64"):
-            raise ValueError(f"flow_dtype must be 'float32' or 'float64'; got {flow_dtype!r}")
-        if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
-            raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
-        context_size = int(context_size)
+        flow_dtype = checks.dtype(flow_dtype, name="flow_dtype")
+        context_size = checks.context_size(context_size)
         builder = flow_builder(flow)
         options = _json_options(flow, builder.resolve(shape, int(seed), flow_options))
         context_option = {"context_size": context_size} if context_size else {}
@@ -480,11 +470,11 @@ class FlowModel(keras.Model):
         if seed is None:
             raise ValueError("sample needs a seed: an int or a stateless pair [2] (the same seed gives the same "
                              "samples); got None")
-        if isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool) and num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0; got {num_samples}")
-        if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
-        if self._compiles() and tf.executing_eagerly() and isinstance(num_samples, (int, np.integer)) and num_samples:
+        if checks.is_integer(num_samples):  # a tensor is checked where it is drawn
+            checks.integer("num_samples", num_samples, low=0)
+        if isinstance(temperature, (int, float)):
+            checks.number("temperature", temperature, low=0)
+        if self._compiles() and tf.executing_eagerly() and checks.is_integer(num_samples) and num_samples:
             z = self._compiled.draw(tf.constant(num_samples, tf.int32), _stateless_seed(seed),
                                     tf.cast(temperature, tf.float64))
         else:
@@ -573,8 +563,7 @@ class FlowModel(keras.Model):
         distributed = _num_replicas() > 1 or _is_multi_worker()
         if steps_per_execution is None:
             steps_per_execution = 1 if distributed else DEFAULT_STEPS_PER_EXECUTION
-        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
-            raise ValueError(f"steps_per_execution must be a positive int; got {steps_per_execution!r}")
+        steps_per_execution = checks.integer("steps_per_execution", steps_per_execution, low=1)
         requested = jit_compile
         self._eager_xla = requested is not False  # "auto" or True; only an explicit False turns them off
         if distributed:
@@ -655,17 +644,10 @@ class FlowModel(keras.Model):
     def _dequantize(self, inputs: Any, *, training: bool) -> Any:
         if isinstance(inputs, dict):
             return {**inputs, "x": self._dequantize(inputs["x"], training=training)}
-        x = tf.cast(inputs, self.flow_dtype)
-        if self._flow_config["integer_levels"] is None:
-            return x
         # Training draws afresh; evaluation draws the same noise every time (an int seed is
         # stateless in Keras), so two evaluations of the same weights give the same NLL.
         seed = self._noise if training else self._evaluation_noise_seed
-        noise = keras.random.uniform(tf.shape(x), seed=seed, dtype=self.flow_dtype)
-        # x + u with u in [0, 1) rounds up to x + 1 for u within half an ulp of 1 (16 + 0.99999994
-        # is 17.0 in float32): the top level would leave [0, levels), and its logit be infinite,
-        # once in about a million draws. The largest float below x + 1 is the cap.
-        return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
+        return self.preprocessing.dequantize(tf.cast(inputs, self.flow_dtype), seed)
 
     def _step(self, step: Any, data: Any, *, training: bool) -> dict[str, tf.Tensor]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

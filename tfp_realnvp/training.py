@@ -36,34 +36,28 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tfp_realnvp import checks
 from tfp_realnvp.choices import BUILTIN_FLOWS
 
 if TYPE_CHECKING:
     import keras
 
     from tfp_realnvp.data import Dataset
+    from tfp_realnvp.examples import Examples
     from tfp_realnvp.model import FlowModel
 
 __all__ = [
     "ConfigError",
-    "EVAL_BATCH",
     "RECIPES",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
-    "context_columns",
-    "context_size",
     "evaluate",
-    "examples",
     "fit_flow",
     "recipe_for",
     "recipe_name",
-    "split_rows",
-    "split_sizes",
-    "test_inputs",
 ]
 
-EVAL_BATCH = 4096  # rows per evaluation batch: the mean NLL does not depend on it
 _ADAPT_ROWS = 100_000  # streamed data: rows read to fit the standardisation
 
 
@@ -172,40 +166,10 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.dataset, str) and self.dataset, "dataset", "a dataset name or 'csv:PATH'", self.dataset)
-        for name in ("num_train", "num_test", "integer_levels", "steps_per_execution"):
-            value = getattr(self, name)
-            _check(value is None or _is_int(value, 1), name, "a positive integer or null", value)
-        for name in ("epochs", "batch_size", "restarts"):
-            _check(_is_int(getattr(self, name), 1), name, "a positive integer", getattr(self, name))
-        for name in ("warmup_epochs", "patience", "seed"):
-            _check(_is_int(getattr(self, name), 0), name, "a non-negative integer", getattr(self, name))
-        for name in ("header", "jit_compile"):
-            _check(getattr(self, name) in (None, True, False), name, "true, false or null", getattr(self, name))
-        _check(isinstance(self.standardize, bool), "standardize", "true or false", self.standardize)
-        _check(isinstance(self.condition_on_label, bool), "condition_on_label", "true or false",
-               self.condition_on_label)
-        if self.context_columns is not None:
-            columns = self.context_columns
-            _check(isinstance(columns, (list, tuple)) and columns and all(
-                _is_int(c, 1) or (isinstance(c, str) and c) for c in columns), "context_columns",
-                "a list of column numbers counted from 1 or column names, or null", columns)
-            _check(len(set(columns)) == len(columns), "context_columns", "columns named once each", columns)
-            _check(not self.condition_on_label, "context_columns", "null when condition_on_label is true", columns)
-            object.__setattr__(self, "context_columns", tuple(columns))
-        for name in ("stream_above_mb", "learning_rate"):
-            _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number",
-                   getattr(self, name))
-        _check(self.clipnorm is None or (_is_number(self.clipnorm) and self.clipnorm > 0), "clipnorm",
-               "a positive number or null", self.clipnorm)
-        for name in ("learning_rate_floor", "validation_split"):
-            _check(_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1, name, "a number in [0, 1)",
-                   getattr(self, name))
-        _check(self.logit_alpha is None or (_is_number(self.logit_alpha) and 0 <= self.logit_alpha < 1),
-               "logit_alpha", "a number in [0, 1) or null", self.logit_alpha)
-        _check(_is_number(self.jitter) and self.jitter >= 0, "jitter", "a non-negative number", self.jitter)
+        with checks.raising(ConfigError):
+            self._check_types()
         _check(self.warmup_epochs < self.epochs, "warmup_epochs", f"fewer than epochs ({self.epochs})",
                self.warmup_epochs)
-        _check(self.flow_dtype in ("float32", "float64"), "flow_dtype", "'float32' or 'float64'", self.flow_dtype)
         _check(isinstance(self.flow, str) and self.flow, "flow", f"a registered flow such as {BUILTIN_FLOWS[0]!r}",
                self.flow)
         _check(isinstance(self.flow_options, Mapping), "flow_options", "a mapping of option names to values",
@@ -215,11 +179,43 @@ class TrainingConfig:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"flow_options must hold JSON values; {error}") from None
         object.__setattr__(self, "flow_options", options)
+
+    def _check_types(self) -> None:
+        """The integer, boolean and number fields, each kept as its Python type (numpy's converted)."""
+        def keep(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("num_train", "num_test", "integer_levels", "steps_per_execution"):
+            if getattr(self, name) is not None:
+                keep(name, checks.integer(name, getattr(self, name), low=1))
+        for name in ("epochs", "batch_size", "restarts"):
+            keep(name, checks.integer(name, getattr(self, name), low=1))
+        for name in ("warmup_epochs", "patience", "seed"):
+            keep(name, checks.integer(name, getattr(self, name), low=0))
+        for name in ("header", "jit_compile"):
+            keep(name, checks.boolean(name, getattr(self, name), optional=True))
+        for name in ("standardize", "condition_on_label"):
+            keep(name, checks.boolean(name, getattr(self, name)))
+        for name in ("stream_above_mb", "learning_rate"):
+            keep(name, checks.number(name, getattr(self, name), positive=True))
+        if self.clipnorm is not None:
+            keep("clipnorm", checks.number("clipnorm", self.clipnorm, positive=True))
+        for name in ("learning_rate_floor", "validation_split"):
+            keep(name, checks.number(name, getattr(self, name), low=0, below=1))
+        if self.logit_alpha is not None:
+            keep("logit_alpha", checks.number("logit_alpha", self.logit_alpha, low=0, below=1))
+        keep("jitter", checks.number("jitter", self.jitter, low=0))
+        keep("flow_dtype", checks.dtype(self.flow_dtype, name="flow_dtype"))
         if self.event_shape is not None:
-            shape = self.event_shape
-            _check(isinstance(shape, (list, tuple)) and shape and all(_is_int(n, 1) for n in shape),
-                   "event_shape", "a list of positive integers such as [8, 8, 1], or null", shape)
-            object.__setattr__(self, "event_shape", tuple(int(n) for n in shape))
+            keep("event_shape", checks.event_shape(self.event_shape, example="[8, 8, 1]"))
+        if self.context_columns is not None:
+            columns = self.context_columns
+            _check(isinstance(columns, (list, tuple)) and columns and all(
+                checks.is_integer(c) and c >= 1 or (isinstance(c, str) and c) for c in columns), "context_columns",
+                "a list of column numbers counted from 1 or column names, or null", columns)
+            _check(len(set(columns)) == len(columns), "context_columns", "columns named once each", columns)
+            _check(not self.condition_on_label, "context_columns", "null when condition_on_label is true", columns)
+            keep("context_columns", tuple(int(c) if checks.is_integer(c) else c for c in columns))
 
     # -- building and saving --------------------------------------------------------------
 
@@ -290,14 +286,6 @@ class TrainingConfig:
         """Writes `to_dict()` as JSON to `path`."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: Any, field: str, expected: str, value: Any) -> None:
@@ -403,19 +391,6 @@ class TrainingResult:
         return _monitor(self.config)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Inputs:
-    """What `fit`, `adapt` and the final evaluation read: arrays, or batched `tf.data` pipelines."""
-
-    fit: Any
-    fit_kwargs: dict[str, Any]
-    validation: Any  # None without a validation split
-    train_eval: Any
-    test: Any
-    adapt: Any
-    adapt_kwargs: dict[str, Any]
-
-
 def fit_flow(
     config: TrainingConfig,
     *,
@@ -463,22 +438,28 @@ def fit_flow(
 
     from tfp_realnvp.backup import TrainingBackup  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.callbacks import CompileNotice  # pylint: disable=import-outside-toplevel
-    from tfp_realnvp.data import DataError, load_dataset, stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.data import DataError, stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.examples import Examples, load_data  # pylint: disable=import-outside-toplevel
 
     if data is None:
-        data = load_dataset(config.dataset, num_train=config.num_train, num_test=config.num_test, seed=config.seed,
-                            header=config.header, stream_threshold_bytes=int(config.stream_above_mb * 2**20))
+        data = load_data(config)
     if config.integer_levels is None and data.integer_levels is not None:
         config = config.replace(integer_levels=data.integer_levels)
-    context_size(config, data)  # a context the data cannot give fails here, before anything runs
+    # The event shape and a context the data cannot give fail here, before anything runs.
+    examples = Examples(config, data)
     n, split = data.num_train, config.validation_split
-    n_fit, n_val = split_sizes(n, split, streamed=data.streamed)
+    n_fit, n_val = examples.num_fit, examples.num_validation
     if split and not 0 < n_fit < n:
         raise ConfigError(
             f"validation_split {split:g} of the {n} training rows of {data.name} leaves {n_val} validation "
             f"and {n_fit} training rows; expected at least one of each (use more data, another split, or 0)"
         )
-    inputs = _training_inputs(data, config, n_fit=n_fit, n_val=n_val)
+    # In memory, the fitting batches are whole, shuffled afresh each epoch: an epoch's last,
+    # partial batch is dropped (other rows each epoch, so every row is trained on), because a
+    # partial batch is one more shape for XLA to compile the training step for, seconds on CPU,
+    # most of the first epoch of a small job. Streamed, the last batch may be partial.
+    whole_batches = not data.streamed
+    validation = examples.pipeline("validation") if n_val else None
     stream_errors: tuple[type[Exception], ...] = (tf.errors.InvalidArgumentError,) if data.streamed else ()
 
     backup = None if backup_dir is None else pathlib.Path(backup_dir)
@@ -486,10 +467,10 @@ def fit_flow(
     for j in range(config.restarts):
         seed = config.seed * config.restarts + j
         keras.utils.set_random_seed(seed)  # the shuffling order
-        model = _build_model(config, data, seed)
+        model = _build_model(config, examples, seed)
         try:
-            # The standardisation is fitted on the training rows only.
-            model.adapt(inputs.adapt, **inputs.adapt_kwargs)
+            # The standardisation is fitted on the fitted rows only (streamed: the first 100 000).
+            model.adapt(examples.pipeline("fit", limit=_ADAPT_ROWS if data.streamed else None))
         except stream_errors as error:
             raise stream_error(error) from None
         except ValueError as error:
@@ -499,11 +480,13 @@ def fit_flow(
             # the validation rows (the training split's last) are checked here with the test split.
             for split in ("train", "test"):
                 try:
-                    model.preprocessing.check(examples(config, data, split)[0])
+                    model.preprocessing.check(examples.arrays(split)[0])
                 except ValueError as error:
                     what = "training" if split == "train" else split
                     raise DataError(f"{what} data of {data.name} do not fit the flow: {error}") from None
-        _compile(model, config, _steps_per_epoch(n_fit, config.batch_size, streamed=data.streamed))
+        fit_rows = examples.pipeline("fit", batch_size=config.batch_size, shuffle=True, seed=seed,
+                                     drop_remainder=whole_batches)
+        _compile(model, config, int(fit_rows.cardinality()))
         finished = _finished_restart(backup, j, config.restarts)
         if finished is not None:  # a resumed run: this restart ended before the interruption
             model.optimizer.build(model.trainable_variables)  # the saved weights hold the optimizer's too
@@ -524,12 +507,12 @@ def fit_flow(
                 fit_callbacks.append(CompileNotice())
             started = time.perf_counter()
             try:
-                rows, fit_kwargs = _fit_batches(inputs, config, seed)
-                history = model.fit(rows, epochs=config.epochs, verbose=verbose,
-                                    callbacks=[*fit_callbacks, *callbacks], **fit_kwargs)
+                history = model.fit(_jittered(fit_rows, config.jitter), epochs=config.epochs, verbose=verbose,
+                                    validation_data=validation, shuffle=False,  # shuffled by the pipeline
+                                    callbacks=[*fit_callbacks, *callbacks])
                 seconds += time.perf_counter() - started
-                train = evaluate(model, inputs.train_eval, n_fit)
-                test = evaluate(model, inputs.test, data.num_test)
+                train = evaluate(model, examples.pipeline("fit"), n_fit)
+                test = evaluate(model, examples.pipeline("test"), data.num_test)
             except stream_errors as error:
                 raise stream_error(error) from None
             losses = saver.history if saver is not None else {
@@ -543,8 +526,8 @@ def fit_flow(
     model, losses, train, test = kept
     try:
         metrics = {"train": train}
-        if inputs.validation is not None:
-            metrics["validation"] = evaluate(model, inputs.validation, n_val)
+        if validation is not None:
+            metrics["validation"] = evaluate(model, validation, n_val)
         metrics["test"] = test
     except stream_errors as error:
         raise stream_error(error) from None
@@ -586,17 +569,6 @@ def _save_finished_restart(model: FlowModel, backup: pathlib.Path, j: int, recor
     shutil.rmtree(_restart_dir(backup, j, 2), ignore_errors=True)
 
 
-def split_sizes(num_train: int, validation_split: float, *, streamed: bool) -> tuple[int, int]:
-    """`(rows fitted, rows validated)` of `num_train` training rows.
-
-    In memory the last `n - round(n * (1 - split))` rows validate; streamed, the `ceil(n * split)`
-    rows that the streamed split rule picks (`tfp_realnvp.data.hold_out`).
-    """
-    n_fit = num_train - math.ceil(num_train * validation_split) if streamed else int(
-        round(num_train * (1.0 - validation_split)))
-    return n_fit, num_train - n_fit
-
-
 def best_epoch(values: Sequence[float]) -> int | None:
     """The 1-based epoch of the lowest finite value (the first, on ties); `None` if none is finite.
 
@@ -606,136 +578,18 @@ def best_epoch(values: Sequence[float]) -> int | None:
     return min(finite)[1] + 1 if finite else None
 
 
-def _event_shape(config: TrainingConfig, data: Dataset) -> tuple[int, ...]:
-    """The shape of one example in the flow: `config.event_shape`, or the rows as vectors.
-
-    Raises:
-      ConfigError: If `config.event_shape` does not hold one row's features.
-    """
-    features = data.event_size - len(context_columns(config, data))
-    event_shape = config.event_shape or (features,)
-    if math.prod(event_shape) != features:
-        what = f"{features} feature(s) per row" + (" besides the context" if config.context_columns else "")
-        raise ConfigError(
-            f"event_shape {list(event_shape)} holds {math.prod(event_shape)} entries but {data.name} has {what}; "
-            f"expected a shape whose entries multiply to {features}"
-        )
-    return event_shape
-
-
-def context_columns(config: TrainingConfig, data: Dataset) -> list[int]:
-    """The 0-based indices of `config.context_columns` among `data`'s columns (empty without them).
-
-    Raises:
-      ConfigError: For a column number out of range, a name not in the header, or no column left
-        for `x`.
-    """
-    if not config.context_columns:
-        return []
-    indices = []
-    for column in config.context_columns:
-        if isinstance(column, str):
-            if not data.columns or column not in data.columns:
-                known = f"its columns are {', '.join(data.columns)}" if data.columns else "it has no header"
-                raise ConfigError(f"context column {column!r} is not a column of {data.name}: {known}")
-            indices.append(data.columns.index(column))
-        else:
-            if column > data.event_size:
-                raise ConfigError(f"context column {column} is out of range: {data.name} has {data.event_size} "
-                                  "column(s), counted from 1")
-            indices.append(column - 1)
-    if len(set(indices)) != len(indices):
-        raise ConfigError(f"context_columns {list(config.context_columns)} name a column twice")
-    if len(indices) >= data.event_size:
-        raise ConfigError(f"context_columns take all {data.event_size} columns of {data.name}; expected some left "
-                          "for the density's x")
-    return sorted(indices)
-
-
-def context_size(config: TrainingConfig, data: Dataset) -> int:
-    """The number of context features: the context columns, or the classes; 0 for an unconditional run.
-
-    Raises:
-      ConfigError: For `condition_on_label` on data without class labels, or bad context columns.
-    """
-    if config.condition_on_label:
-        if data.num_classes is None:
-            raise ConfigError(f"condition_on_label needs a dataset of classes (two_moons, digits); {data.name} has no "
-                              "class labels (for a file, give the columns that condition as context_columns)")
-        return data.num_classes
-    return len(context_columns(config, data))
-
-
-def examples(
-    config: TrainingConfig, data: Dataset, split: str, *, limit: int | None = None
-) -> tuple[Any, Any]:
-    """The examples of an in-memory split as the flow takes them: `(x, context)`.
-
-    `x` is `[n, *event_shape]`; `context` is `[n, context_size]`, or None for an unconditional
-    run. `split` is `"train"` or `"test"`; `limit` keeps the first rows.
-    """
-    rows = data.train if split == "train" else data.test
-    labels = data.train_labels if split == "train" else data.test_labels
-    if limit is not None:
-        rows, labels = rows[:limit], None if labels is None else labels[:limit]
-    return split_rows(config, data, rows, labels)
-
-
-def split_rows(config: TrainingConfig, data: Dataset, rows: Any, labels: Any = None) -> tuple[Any, Any]:
-    """Rows `[n, features]` of `data` as the flow takes them: `(x [n, *event_shape], context or None)`.
-
-    The context is the rows' context columns, or the one-hot of `labels` with `condition_on_label`.
-    """
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    shape = _event_shape(config, data)
-    columns = context_columns(config, data)
-    if columns:
-        keep = [i for i in range(data.event_size) if i not in columns]
-        return rows[:, keep].reshape((len(rows), *shape)), rows[:, columns]
-    context = None
-    if config.condition_on_label:
-        if labels is None:
-            raise ConfigError(f"condition_on_label needs the class labels of {data.name}'s rows")
-        context = np.eye(data.num_classes, dtype=rows.dtype)[labels]
-    return rows.reshape((len(rows), *shape)), context
-
-
-def test_inputs(config: TrainingConfig, data: Dataset) -> Any:
-    """The test split as `model.evaluate` takes it: arrays (a dict with a context), or batches when streamed."""
-    if not data.streamed:
-        return _inputs(*examples(config, data, "test"))
-    return _stream_batches(config, data, data.test_stream, data.num_test, EVAL_BATCH, shuffle=False)
-
-
-def _inputs(x: Any, context: Any) -> Any:
-    """What `fit` and `evaluate` take: `x`, or `{"x": x, "context": context}` for a conditional run."""
-    return x if context is None else {"x": x, "context": context}
-
-
-def _slice(inputs: Any, start: int | None, stop: int | None) -> Any:
-    if isinstance(inputs, dict):
-        return {k: v[start:stop] for k, v in inputs.items()}
-    return inputs[start:stop]
-
-
-def _build_model(config: TrainingConfig, data: Dataset, seed: int) -> FlowModel:
+def _build_model(config: TrainingConfig, examples: Examples, seed: int) -> FlowModel:
     from tfp_realnvp.model import FlowModel  # pylint: disable=import-outside-toplevel
 
     try:
         return FlowModel(
-            event_shape=_event_shape(config, data), flow=config.flow, seed=seed, standardize=config.standardize,
-            context_size=context_size(config, data),
+            event_shape=examples.event_shape, flow=config.flow, seed=seed, standardize=config.standardize,
+            context_size=examples.context_size,
             integer_levels=config.integer_levels, logit_alpha=config.logit_alpha, flow_dtype=config.flow_dtype,
             **config.flow_options,
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"cannot build the flow: {error}") from None
-
-
-def _steps_per_epoch(n_fit: int, batch_size: int, *, streamed: bool) -> int:
-    """Training steps in an epoch: whole batches in memory (see `_fit_batches`), all batches streamed."""
-    return math.ceil(n_fit / batch_size) if streamed else max(1, n_fit // batch_size)
 
 
 def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> None:
@@ -754,34 +608,18 @@ def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> 
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm), **kwargs)
 
 
-def _fit_batches(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, dict[str, Any]]:
-    """`fit`'s input and keyword arguments.
-
-    In memory, the rows go through a `tf.data` pipeline, shuffled afresh each epoch (seeded), in
-    whole batches of `batch_size`: an epoch's last, partial batch is dropped (other rows each
-    epoch, so every row is trained on). A partial batch is one more shape for XLA to compile
-    the training step for, seconds on CPU, which is most of the first epoch of a small job.
-    With fewer rows than `batch_size`, the one batch holds them all. With `config.jitter`,
-    every batch gets fresh N(0, jitter^2) noise on `x`.
-    """
+def _jittered(batches: Any, jitter: float) -> Any:
+    """`batches` with fresh N(0, jitter^2) noise added to every batch's `x` (none for `jitter` 0)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    rows, kwargs = inputs.fit, dict(inputs.fit_kwargs)
-    if not isinstance(rows, tf.data.Dataset):
-        count = len(rows["x"] if isinstance(rows, dict) else rows)
-        rows = tf.data.Dataset.from_tensor_slices(rows).shuffle(count, seed=seed).batch(
-            config.batch_size, drop_remainder=count >= config.batch_size)
-        kwargs.pop("batch_size", None)
-        kwargs["shuffle"] = False  # shuffled by the pipeline
-    if not config.jitter:
-        return rows.prefetch(tf.data.AUTOTUNE), kwargs
-    jitter = config.jitter
+    if not jitter:
+        return batches
 
     def jitter_x(x: Any) -> Any:
         return x + tf.cast(jitter, x.dtype) * tf.random.normal(tf.shape(x), dtype=x.dtype)
 
-    return rows.map(lambda batch: {**batch, "x": jitter_x(batch["x"])} if isinstance(batch, dict)
-                    else jitter_x(batch)).prefetch(tf.data.AUTOTUNE), kwargs
+    return batches.map(lambda batch: {**batch, "x": jitter_x(batch["x"])} if isinstance(batch, dict)
+                       else jitter_x(batch)).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:
@@ -790,7 +628,7 @@ def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:
     Args:
       model: A `FlowModel`.
       inputs: Examples (an array, or a dict `{"x", "context"}` of arrays) or a batched
-        `tf.data.Dataset` of them, such as `test_inputs` gives.
+        `tf.data.Dataset` of them, such as `Examples.pipeline` gives.
       rows: The number of examples, reported beside the figures.
 
     Returns:
@@ -798,72 +636,11 @@ def evaluate(model: FlowModel, inputs: Any, rows: int | None) -> dict[str, Any]:
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from tfp_realnvp.examples import EVAL_BATCH  # pylint: disable=import-outside-toplevel
+
     batch = {} if isinstance(inputs, tf.data.Dataset) else {"batch_size": EVAL_BATCH}
     logs = model.evaluate(inputs, verbose=0, return_dict=True, **batch)
     out: dict[str, Any] = {"rows": rows, "nll": float(logs["nll"])}
     if "bits_per_dim" in logs:
         out["bits_per_dim"] = float(logs["bits_per_dim"])
     return out
-
-
-def _stream_batches(config: TrainingConfig, data: Dataset, make_rows: Any, rows: int, size: int, *,
-                    shuffle: bool) -> Any:
-    """Batches of a streamed file's rows as the flow takes them (`split_rows` in tf.data), of known count."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from tfp_realnvp.data import as_tf_dataset  # pylint: disable=import-outside-toplevel
-
-    shape = _event_shape(config, data)
-    columns = context_columns(config, data)
-    keep = [i for i in range(data.event_size) if i not in columns]
-
-    def shaped(batch: Any) -> Any:
-        x = tf.gather(batch, keep, axis=1) if columns else batch
-        x = tf.reshape(x, [-1, *shape]) if config.event_shape else x
-        return {"x": x, "context": tf.gather(batch, columns, axis=1)} if columns else x
-
-    ds = as_tf_dataset(make_rows, batch_size=size, shuffle=shuffle, seed=config.seed)
-    if config.event_shape or columns:
-        ds = ds.map(shaped)
-    # The row count is known: say so, or Keras runs the first epoch until the data run out.
-    return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / size)))
-
-
-def _training_inputs(data: Dataset, config: TrainingConfig, *, n_fit: int, n_val: int) -> _Inputs:
-    """The training split cut into `n_fit` rows to fit and `n_val` to validate, and the test split.
-
-    In memory, the validation rows are the last `n_val` of the training split (already in random
-    order), and rows are reshaped to `config.event_shape`. Streamed, the rows that data.py's
-    test-row rule picks for the fraction `validation_split` validate (`ceil(n * split)` of
-    them), and the standardisation is fitted on the first 100000 training rows.
-    """
-    from tfp_realnvp.data import hold_out  # pylint: disable=import-outside-toplevel
-
-    if not data.streamed:
-        train = _inputs(*examples(config, data, "train"))
-        x_fit, x_val = _slice(train, None, n_fit), _slice(train, n_fit, None)
-        validation = x_val if n_val else None
-        test = _inputs(*examples(config, data, "test"))
-        adapt = x_fit["x"] if isinstance(x_fit, dict) else x_fit
-        # Validated in the batches of the final evaluation: the same rows in the same places
-        # draw the same dequantization noise, so `val_loss` at the best epoch is the reported
-        # validation NLL (FlowModel's evaluation noise is one fixed draw).
-        return _Inputs(fit=x_fit, fit_kwargs=dict(validation_data=validation, batch_size=config.batch_size,
-                                                  validation_batch_size=EVAL_BATCH, shuffle=True),
-                       validation=validation, train_eval=x_fit, test=test, adapt=adapt, adapt_kwargs={})
-    split = config.validation_split
-    fit_rows = hold_out(data.stream, split, held_out=False) if n_val else data.stream
-
-    def batches(make_rows: Any, rows: int, size: int, shuffle: bool) -> Any:
-        return _stream_batches(config, data, make_rows, rows, size, shuffle=shuffle)
-
-    validation = (batches(hold_out(data.stream, split, held_out=True), n_val, EVAL_BATCH, False) if n_val else None)
-    return _Inputs(
-        fit=batches(fit_rows, n_fit, config.batch_size, shuffle=True),
-        fit_kwargs=dict(validation_data=validation, shuffle=False),  # shuffled by the pipeline
-        validation=validation,
-        train_eval=batches(fit_rows, n_fit, EVAL_BATCH, False),
-        test=batches(data.test_stream, data.num_test, EVAL_BATCH, False),
-        adapt=batches(lambda: fit_rows().take(_ADAPT_ROWS), min(n_fit, _ADAPT_ROWS), EVAL_BATCH, False),
-        adapt_kwargs={},
-    )

@@ -8,7 +8,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfp_realnvp.bijectors.channels import ChannelAffine, channel_moments, check_event_shape
+from tfp_realnvp import checks
+from tfp_realnvp.bijectors.channels import ChannelAffine, channel_moments
 
 __all__ = [
     "ActNorm",
@@ -95,10 +96,8 @@ class ActNorm(ChannelAffine):
     ) -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            event_shape = check_event_shape(event_shape)
-            if not float(epsilon) > 0.0:
-                raise ValueError(f"epsilon must be positive; got {epsilon!r}")
-            self._epsilon = float(epsilon)
+            event_shape = checks.event_shape(event_shape, example="[8, 8, 1]")
+            self._epsilon = checks.number("epsilon", epsilon, positive=True)
             weights = ActNormWeights(event_shape[-1], dtype=dtype, name=f"{name.rstrip('/')}_weights")
             super().__init__(event_shape, weights, parameters=parameters, validate_args=validate_args, name=name)
 

@@ -8,7 +8,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfp_realnvp.bijectors.channels import ChannelAffine, channel_moments, check_event_shape
+from tfp_realnvp import checks
+from tfp_realnvp.bijectors.channels import ChannelAffine, channel_moments
 
 __all__ = [
     "BatchNormalization",
@@ -116,13 +117,9 @@ class BatchNormalization(ChannelAffine):
     ) -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            event_shape = check_event_shape(event_shape)
-            if not 0.0 <= float(momentum) < 1.0:
-                raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
-            if not float(epsilon) > 0.0:
-                raise ValueError(f"epsilon must be positive; got {epsilon!r}")
-            self._momentum = float(momentum)
-            self._epsilon = float(epsilon)
+            event_shape = checks.event_shape(event_shape, example="[8, 8, 1]")
+            self._momentum = checks.number("momentum", momentum, low=0, below=1)
+            self._epsilon = checks.number("epsilon", epsilon, positive=True)
             weights = BatchNormalizationWeights(event_shape[-1], dtype=dtype, name=f"{name.rstrip('/')}_weights")
             super().__init__(event_shape, weights, parameters=parameters, validate_args=validate_args, name=name)
 

@@ -18,7 +18,6 @@ statistics it shares.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -26,10 +25,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
+from tfp_realnvp import checks
+
 __all__ = [
     "ChannelAffine",
     "channel_moments",
-    "check_event_shape",
 ]
 
 tfb = tfp.bijectors
@@ -123,9 +123,10 @@ class ChannelAffine(tfb.Bijector):
         # The statistics are chosen when the graph is traced, as Keras chooses with its own flag.
         if training is None:
             return False
-        if isinstance(training, bool) or type(training).__name__ == "bool_":  # numpy's bool too
-            return bool(training)
-        raise TypeError(f"{self.name}: training must be a Python bool or None; got {training!r}")
+        try:
+            return bool(checks.boolean(f"{self.name}: training", training, optional=True))
+        except ValueError as error:
+            raise TypeError(str(error)) from None
 
     # -- the transform ------------------------------------------------------------------
 
@@ -156,14 +157,3 @@ class ChannelAffine(tfb.Bijector):
     def _forward_log_det_jacobian(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         return -self._ildj(x, self._channel_parameters(x, False, update=False)[1])
 
-
-def check_event_shape(event_shape: Sequence[int]) -> tuple[int, ...]:
-    """`event_shape` as a tuple of ints.
-
-    Raises:
-      ValueError: If it is empty or holds a size below 1.
-    """
-    shape = tuple(int(n) for n in event_shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"event_shape must be positive sizes such as [8, 8, 1]; got {list(event_shape)!r}")
-    return shape

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from tfp_realnvp.bijectors.channels import check_event_shape
+from tfp_realnvp import checks
 from tfp_realnvp.routing import condition_keys, route
 
 __all__ = [
@@ -79,13 +79,9 @@ class FactorOut(tfb.Bijector):
     ) -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            event_shape = check_event_shape(event_shape)
+            event_shape = checks.event_shape(event_shape, example="[8, 8, 1]")
             channels = event_shape[-1]
-            if isinstance(num_kept, bool) or not isinstance(num_kept, int) or not 1 <= num_kept < channels:
-                raise ValueError(
-                    f"num_kept must be an integer in [1, {channels - 1}] for an event of {channels} channels; "
-                    f"got {num_kept!r}"
-                )
+            num_kept = checks.integer(f"num_kept for an event of {channels} channels", num_kept, 1, channels - 1)
             kept_shape = (*event_shape[:-1], num_kept)
             if tuple(bijector.forward_event_shape(kept_shape)) != kept_shape:
                 raise ValueError(

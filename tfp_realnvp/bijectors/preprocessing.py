@@ -4,7 +4,8 @@ The map from data `x` to the flow's input `u`, each step optional and each with 
 log-determinant counted:
 
 ```none
-integer data:   v = x / levels                          (x dequantized: x_int + U[0, 1))
+dequantize:     x = x_int + U[0, 1)                     (integer data, every training and evaluation step)
+integer data:   v = x / levels
 logit:          w = logit(alpha + (1 - alpha) * v)      (data in [0, 1), Real NVP [1])
 standardise:    u = (w - mean) / std                    (mean, std fitted on training data)
 ```
@@ -38,6 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from tfp_realnvp import checks
 
 __all__ = [
     "Preprocessing",
@@ -94,7 +97,7 @@ class _ShiftedLogit(tfb.Bijector):
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
 class Preprocessing(keras.layers.Layer):
-    """Holds the data-to-flow preprocessing and its fitted statistics.
+    """Holds the data-to-flow preprocessing (dequantization, scaling, logit, standardisation) and its statistics.
 
     Args:
       event_shape: The shape of one example, e.g. `[2]` or `[8, 8, 1]` (an int `D` means
@@ -110,8 +113,8 @@ class Preprocessing(keras.layers.Layer):
       **kwargs: Passed to `keras.layers.Layer` (`dtype`, `name`).
 
     Raises:
-      ValueError: If `integer_levels < 2`, `logit_alpha` is not in `[0, 1)`, or is 0 with
-        `integer_levels`.
+      ValueError: If `event_shape` is not positive integers, `integer_levels` is not an integer
+        >= 2, `logit_alpha` is not in `[0, 1)`, or is 0 with `integer_levels`.
     """
 
     def __init__(
@@ -124,19 +127,19 @@ class Preprocessing(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if integer_levels is not None and int(integer_levels) < 2:
-            raise ValueError(f"integer_levels must be >= 2; got {integer_levels!r}")
-        if logit_alpha is not None and not 0.0 <= float(logit_alpha) < 1.0:
-            raise ValueError(f"logit_alpha must be in [0, 1); got {logit_alpha!r}")
-        if logit_alpha is not None and integer_levels is not None and float(logit_alpha) == 0.0:
+        if integer_levels is not None:
+            integer_levels = checks.integer("integer_levels", integer_levels, low=2)
+        if logit_alpha is not None:
+            logit_alpha = checks.number("logit_alpha", logit_alpha, low=0, below=1)
+        if logit_alpha is not None and integer_levels is not None and logit_alpha == 0.0:
             raise ValueError(
                 "logit_alpha must be > 0 with integer_levels: dequantized data reach 0, where logit(0) is "
                 "-inf; expected e.g. 0.05 (Real NVP's)"
             )
-        self.event_shape = _shape(event_shape)
-        self.standardize = bool(standardize)
-        self.integer_levels = None if integer_levels is None else int(integer_levels)
-        self.logit_alpha = None if logit_alpha is None else float(logit_alpha)
+        self.event_shape = checks.event_shape(event_shape)
+        self.standardize = checks.boolean("standardize", standardize)
+        self.integer_levels = integer_levels
+        self.logit_alpha = logit_alpha
         self.mean = self.add_weight(name="mean", shape=self.event_shape, initializer="zeros", trainable=False)
         self.std = self.add_weight(name="std", shape=self.event_shape, initializer="ones", trainable=False)
         self.adapted = self.add_weight(name="adapted", shape=(), initializer="zeros", trainable=False)
@@ -150,30 +153,48 @@ class Preprocessing(keras.layers.Layer):
 
     def _make_bijector(self) -> tfb.Bijector:
         steps = []  # generative order: u -> w -> v -> x
-        dtype = self.mean.dtype
         if self.standardize:
             # Reads the variables at call time, so adapt() and load_weights() take effect.
             steps += [tfb.Scale(self.std.value), tfb.Shift(self.mean.value)]
+        steps += self._unstandardised_steps(self.mean.dtype)
+        return tfb.Chain(steps[::-1], name="preprocessing") if steps else tfb.Identity()
+
+    def _unstandardised_steps(self, dtype: tf.DType) -> list[tfb.Bijector]:
+        """The logit and the division by `levels`, in generative order (w -> v -> x)."""
+        steps: list[tfb.Bijector] = []
         if self.logit_alpha is not None:
             steps += [_ShiftedLogit(self.logit_alpha)]
         if self.integer_levels is not None:
             steps += [tfb.Scale(tf.constant(self.integer_levels, dtype))]
-        return tfb.Chain(steps[::-1], name="preprocessing") if steps else tfb.Identity()
+        return steps
 
     def bijector(self) -> tfb.Bijector:
         """The map from the flow's space to data space (the inverse of the preprocessing)."""
         return self._bijector
 
+    def dequantize(self, x: tf.Tensor, seed: Any) -> tf.Tensor:
+        """Integer data plus fresh uniform noise, `x + U[0, 1)` (continuous data: `x` as it is).
+
+        Args:
+          x: Data of the flow's dtype.
+          seed: A `keras.random.SeedGenerator` (or seed) for the noise.
+        """
+        if self.integer_levels is None:
+            return x
+        noise = keras.random.uniform(tf.shape(x), seed=seed, dtype=x.dtype)
+        # x + u with u in [0, 1) rounds up to x + 1 for u within half an ulp of 1 (16 + 0.99999994
+        # is 17.0 in float32): the top level would leave [0, levels), and its logit be infinite,
+        # once in about a million draws. The largest float below x + 1 is the cap.
+        return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
+
     def to_flow_space(self, x: np.ndarray) -> np.ndarray:
-        """The unstandardised map `x -> w` in numpy, for fitting the statistics."""
-        w = np.asarray(x, np.float64)
-        if self.integer_levels is not None:
-            w = w / self.integer_levels
-        if self.logit_alpha is not None:
-            alpha = self.logit_alpha
-            with np.errstate(divide="ignore", invalid="ignore"):  # check() refuses data outside the logit's range
-                w = np.log(alpha + (1.0 - alpha) * w) - np.log1p(-w) - np.log1p(-alpha)
-        return w
+        """The unstandardised map `x -> w` (division by `levels`, logit), in float64, for fitting the statistics.
+
+        The inverse of the same bijectors `bijector()` chains, so the two cannot disagree.
+        """
+        steps = self._unstandardised_steps(tf.float64)
+        w = tf.constant(np.asarray(x, np.float64))
+        return tfb.Chain(steps[::-1]).inverse(w).numpy() if steps else w.numpy()
 
     def check(self, x: np.ndarray) -> None:
         """Raises ValueError if `x` does not fit this preprocessing (shape, range, finiteness)."""
@@ -244,9 +265,3 @@ class Preprocessing(keras.layers.Layer):
             "logit_alpha": self.logit_alpha,
         }
 
-
-def _shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
-    shape = (event_shape,) if isinstance(event_shape, (int, np.integer)) else tuple(event_shape)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
-        raise ValueError(f"event_shape must be positive integers, e.g. [2] or [8, 8, 1]; got {event_shape!r}")
-    return tuple(int(n) for n in shape)

@@ -7,6 +7,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp import checks
+
 __all__ = [
     "Squeeze",
 ]
@@ -57,9 +59,7 @@ class Squeeze(tfb.Bijector):
     def __init__(self, factor: int = 2, *, validate_args: bool = False, name: str = "squeeze") -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-                raise ValueError(f"factor must be an integer >= 2; got {factor!r}")
-            self._factor = factor
+            self._factor = checks.integer("factor", factor, low=2)
             super().__init__(
                 forward_min_event_ndims=3,
                 is_constant_jacobian=True,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import pathlib
 import platform
@@ -25,7 +24,7 @@ from tfp_realnvp import files
 from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
 from tfp_realnvp.cli.quiet import import_tensorflow
 from tfp_realnvp.files import write_new
-from tfp_realnvp.training import EVAL_BATCH, TrainingConfig, recipe_for
+from tfp_realnvp.training import TrainingConfig, recipe_for
 
 __all__ = [
     "BACKUP_DIR",
@@ -167,21 +166,18 @@ def _load_model(model_path: pathlib.Path) -> Any:
     return model
 
 
-def _load_data(spec: str, *, num_train: int | None, num_test: int | None, seed: int, header: bool | None,
-               stream_above_mb: float | None) -> Any:
+def _load_data(config: TrainingConfig) -> Any:
     import_tensorflow()
-    from tfp_realnvp.data import load_dataset  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.examples import load_data  # pylint: disable=import-outside-toplevel
 
-    stream_above_mb = TrainingConfig().stream_above_mb if stream_above_mb is None else stream_above_mb
-    return load_dataset(spec, num_train=num_train, num_test=num_test, seed=seed, header=header,
-                        stream_threshold_bytes=int(stream_above_mb * 2**20))
+    return load_data(config)
 
 
 def _check_fits(config: TrainingConfig, data: Any, model: Any, model_path: pathlib.Path) -> None:
     """The data's features and context fit the model, or a CommandError that says how not."""
-    from tfp_realnvp.training import context_columns, context_size  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.examples import context_size, feature_count  # pylint: disable=import-outside-toplevel
 
-    features = data.event_size - len(context_columns(config, data))
+    features = feature_count(config, data)
     if features != model.event_size:
         besides = " besides the context" if config.context_columns else ""
         raise CommandError(
@@ -204,25 +200,11 @@ def _check_fits(config: TrainingConfig, data: Any, model: Any, model_path: pathl
 
 
 def _test_examples(config: TrainingConfig, data: Any, model: Any, limit: int | None = None) -> tuple[Any, Any]:
-    """The test split as `(x [n, *event_shape], context or None)` (streamed files: up to `limit` rows),
-    checked against the model's preprocessing."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    """The test split as `(x [n, *event_shape], context or None)` (its first `limit` rows), checked
+    against the model's preprocessing."""
+    from tfp_realnvp.examples import Examples  # pylint: disable=import-outside-toplevel
 
-    from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
-    from tfp_realnvp.training import examples, split_rows  # pylint: disable=import-outside-toplevel
-
-    if data.streamed:
-        ds = data.test_stream()
-        if limit is not None:
-            ds = ds.take(limit)
-        try:
-            rows = np.concatenate(list(ds.batch(8192).as_numpy_iterator()))
-        except tf.errors.InvalidArgumentError as error:
-            raise stream_error(error) from None
-        x, context = split_rows(config, data, rows.reshape(len(rows), data.event_size))
-    else:
-        x, context = examples(config, data, "test", limit=limit)
+    x, context = Examples(config, data).arrays("test", limit=limit)
     try:
         model.preprocessing.check(x)
     except ValueError as error:
@@ -321,7 +303,7 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
     """
     import keras  # pylint: disable=import-outside-toplevel
 
-    from tfp_realnvp.training import split_sizes  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.examples import split_sizes  # pylint: disable=import-outside-toplevel
 
     n_fit, n_val = split_sizes(data.num_train, config.validation_split, streamed=data.streamed)
     options = ", ".join(f"{k} {v}" for k, v in config.flow_options.items())
@@ -439,8 +421,7 @@ def train(args: argparse.Namespace) -> int:
     from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.training import fit_flow  # pylint: disable=import-outside-toplevel
 
-    data = _load_data(config.dataset, num_train=config.num_train, num_test=config.num_test, seed=config.seed,
-                      header=config.header, stream_above_mb=config.stream_above_mb)
+    data = _load_data(config)
     written: list[pathlib.Path] = []
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     if resumed:
@@ -538,8 +519,7 @@ def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, model: A
                              if getattr(args, name, None) is not None})
     config = config.replace(num_train=None, event_shape=list(model.event_shape) if len(model.event_shape) > 1 else None,
                             **given)
-    data = _load_data(config.dataset, num_train=None, num_test=config.num_test, seed=config.seed,
-                      header=config.header, stream_above_mb=config.stream_above_mb)
+    data = _load_data(config)
     _check_fits(config, data, model, model_path)
     return config, data
 
@@ -550,17 +530,14 @@ def evaluate(args: argparse.Namespace) -> int:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfp_realnvp.data import stream_error  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.examples import Examples  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.training import evaluate as evaluate_model  # pylint: disable=import-outside-toplevel
-    from tfp_realnvp.training import test_inputs  # pylint: disable=import-outside-toplevel
 
     config, data = _data_for_model(args, model_path, model, required=True)
-    if data.streamed:
-        inputs: Any = test_inputs(config, data)
-    else:
-        x, context = _test_examples(config, data, model)
-        inputs = x if context is None else {"x": x, "context": context}
+    if not data.streamed:  # streamed rows are checked as they are read
+        _test_examples(config, data, model)
     try:
-        metrics = evaluate_model(model, inputs, data.num_test)
+        metrics = evaluate_model(model, Examples(config, data).pipeline("test"), data.num_test)
     except tf.errors.InvalidArgumentError as error:
         if not data.streamed:
             raise

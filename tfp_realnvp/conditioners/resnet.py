@@ -9,19 +9,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_realnvp import checks
+
 __all__ = [
     "ResNetConditioner",
-    "check_count",
 ]
 
 NORMALIZATIONS: tuple[str | None, ...] = (None, "batch")
-
-
-def check_count(name: str, value: Any, low: int) -> int:
-    """`value` as an int, or a ValueError naming `name` unless it is an integer >= `low`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfp_realnvp")
@@ -102,11 +96,10 @@ class ResNetConditioner(keras.layers.Layer):
         super().__init__(**kwargs)
         for label, value, low in (("num_filters", num_filters, 1), ("num_blocks", num_blocks, 0),
                                   ("kernel_size", kernel_size, 1), ("context_size", context_size, 0)):
-            check_count(label, value, low)
-        if output_channels is not None and (not isinstance(output_channels, (int, np.integer)) or output_channels < 1):
-            raise ValueError(f"output_channels must be a positive integer or None; got {output_channels!r}")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+            checks.integer(label, value, low=low)
+        if output_channels is not None:
+            checks.integer("output_channels", output_channels, low=1)
+        checks.one_of("normalization", normalization, NORMALIZATIONS)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.ndim != 3:

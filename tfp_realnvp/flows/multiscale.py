@@ -44,7 +44,8 @@ from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
 from tfp_realnvp.bijectors.batch_normalization import BatchNormalization
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.squeeze import Squeeze
-from tfp_realnvp.conditioners.resnet import NORMALIZATIONS, ResNetConditioner, check_count
+from tfp_realnvp.checks import integer as check_count
+from tfp_realnvp.conditioners.resnet import NORMALIZATIONS, ResNetConditioner
 from tfp_realnvp.flows.registry import register_flow
 from tfp_realnvp.masks import channel_mask, checkerboard_mask
 

@@ -266,6 +266,7 @@ def time_signature_c(
         ValueError: If `repeats` is not a positive integer, or as `run_signature_c`.
         RuntimeError: As `run_signature_c`.
     """
+    # Not tfp_realnvp.checks: this module imports no other tfp_realnvp module (see its docstring).
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
     _, timings = _run_loader(export_dir, signature_key, inputs, None, build_dir, repeats=repeats)

@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_realnvp import FlowModel, serving_check
-from tfp_realnvp import export as export_module
+from tfp_realnvp.export import saved_model as export_module
 from tfp_realnvp import files as files_module
 from tfp_realnvp.export import CONFIG_ASSET, SIGNATURE_KEYS, export_saved_model
 

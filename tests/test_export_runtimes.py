@@ -139,3 +139,99 @@ def test_every_shipped_model_converts_and_agrees_the_digits_litert_error_fixed(t
             # the export's tolerance (equivalence.py says why): 11 nats fails it by four orders
             np.testing.assert_allclose(run(file, x)["log_prob"], want, rtol=equivalence.RTOL, atol=equivalence.ATOL,
                                        err_msg=f"{version} {suffix}")
+
+
+# -- the integer signature answers raw integers honestly ------------------------------------------
+
+
+def test_integer_signature_on_raw_digits_is_the_test_bits_per_dim_in_every_runtime(tmp_path):
+    """Raw integer pixels of 200 held-out digits: within seed noise of the model's test bits/dim on them."""
+    from tfp_realnvp.data import load_dataset
+    from tfp_realnvp.export import litert, onnx
+    from tfp_realnvp.export.saved_model import export_saved_model
+    from tfp_realnvp.serving_check import run_signature_c
+
+    model = load_exported_model(pathlib.Path(__file__).parent.parent / "saved_models/digits/1")
+    x = load_dataset("digits").test[:200].astype(np.float32)  # raw pixels 0..16, as clients hold them
+    dims = x.shape[1] * np.log(2.0)
+    answers = {"c++": run_signature_c(export_saved_model(model, tmp_path / "sm"), "log_prob_integer", {"x": x})}
+    frozen = graphs.FrozenSignature(*graphs.convertible_signatures(model)["log_prob_integer"])
+    for name, module, run, suffix in (("litert", litert, run_litert, ".tflite"), ("onnx", onnx, run_onnx, ".onnx")):
+        module.convert_signature(frozen, tmp_path / f"integer{suffix}")
+        answers[name] = run(tmp_path / f"integer{suffix}", {"x": x})
+    # The model's test bits/dim on these 200 images: the training's bound, one uniform draw per image (seed 0).
+    noised = x + np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
+    test_bits = -model.log_prob(noised).numpy() / dims
+    noise = 3 * test_bits.std() / np.sqrt(len(x))  # three standard errors of the mean over 200 images
+    for name, answer in answers.items():
+        bits = -answer["log_prob"] / dims
+        assert abs(bits.mean() - test_bits.mean()) < noise, (name, bits.mean(), test_bits.mean(), noise)
+        # the runtimes agree with the C++ loader to the export's tolerance (equivalence.py says why)
+        np.testing.assert_allclose(answer["log_prob"], answers["c++"]["log_prob"], rtol=equivalence.RTOL,
+                                   atol=equivalence.ATOL)
+    # the raw integers sent to log_prob (a density at the cell's corner) answer 2.758: the question differs
+    assert -model.log_prob(x).numpy().mean() / dims > 2.5
+
+
+def test_saved_model_integer_signature_refuses_values_that_are_not_integers_in_range(integer_exported, tmp_path):
+    from tfp_realnvp.export.saved_model import export_saved_model
+    from tfp_realnvp.serving_check import run_signature_c
+
+    model, reference, _ = integer_exported
+    path = export_saved_model(model, tmp_path)
+    x = reference.inputs["log_prob_integer"]["x"].copy()
+    for bad in (0.5, 4.0, -1.0):
+        x[2].flat[0] = bad
+        with pytest.raises(RuntimeError, match=r"log_prob_integer takes integers in \[0, 3\] \(integer_levels=4\); "
+                                               r"rows\] \[2\] \[hold other values"):
+            run_signature_c(path, "log_prob_integer", {"x": x})
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_a_model_litert_cannot_hold_is_refused_naming_the_format(tmp_path):
+    from tfp_realnvp.export import litert
+
+    model = FlowModel(2, num_couplings=1, hidden_units=(4,), flow_dtype="float64", standardize=False)
+    frozen = graphs.FrozenSignature(*graphs.convertible_signatures(model)["log_prob"])
+    with pytest.raises(UnsupportedModelError, match=r"the litert format cannot hold signature 'log_prob': its inputs "
+                                                    r"are float64, and LiteRT's kernels take float32"):
+        litert.convert_signature(frozen, tmp_path / "log_prob.tflite")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt, module, extra", [("onnx", "onnxruntime", "onnx"), ("litert", "ai_edge_litert", "litert")])
+def test_a_missing_extra_is_one_line_naming_it(fmt, module, extra, monkeypatch):
+    from tfp_realnvp.export import litert, onnx
+
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # import fails, as when not installed
+    if module == "ai_edge_litert":
+        monkeypatch.setitem(__import__("sys").modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ImportError, match=rf"^the {fmt} format needs .* pip install 'tfp-realnvp\[{extra}\]'$"):
+        (onnx if fmt == "onnx" else litert).check_installed()
+
+
+def test_cli_export_and_inspect_an_artifact(integer_exported, tmp_path, capsys):
+    from tfp_realnvp import cli
+
+    model, _, paths = integer_exported
+    model.save(tmp_path / "m.keras")
+    assert cli.main(["inspect", str(paths["litert"])]) == 0
+    shown = capsys.readouterr().out
+    assert "LiteRT export" in shown and "signature 'log_prob_integer'" in shown and "x  float32  [-1, 4, 4, 1]" in shown
+    assert cli.main(["inspect", str(paths["onnx"]), "--json"]) == 0
+    specs = json.loads(capsys.readouterr().out)["signatures"]
+    assert specs["inverse"]["outputs"]["log_det_jacobian"] == {"dtype": "float32", "shape": [-1]}
+    # bad input, each one line before any conversion
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for argv, message in [
+        (["--format", "onnx", "--export-dir", str(taken)], "already exists; not overwriting it"),
+        (["--format", "litert", "--export-dir", str(tmp_path / "new"), "--version", "2"],
+         "--version numbers SavedModel versions"),
+    ]:
+        assert cli.main(["export", "--model", str(tmp_path / "m.keras"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--export-dir", "x", "--format", "pmml"]) == 2
+    assert "invalid choice: 'pmml'" in capsys.readouterr().err

@@ -35,6 +35,7 @@ from tfp_realnvp.model import FlowModel
 __all__ = [
     "CONFIG_FILE",
     "UnsupportedModelError",
+    "artifact_signatures",
     "write_artifact",
 ]
 
@@ -107,3 +108,23 @@ def _config(model: FlowModel, fmt: str, suffix: str, frozen: dict[str, graphs.Fr
         config["log_prob_integer"] = {"draws": graphs.INTEGER_DRAWS, "seed": graphs.INTEGER_SEED,
                                       "estimate": "log (1/K) sum_k p(x + u_k), u_k ~ U[0, 1)^E drawn at export"}
     return config
+
+
+def artifact_signatures(folder: str | os.PathLike[str]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """`(format, {signature: {"inputs": ..., "outputs": ...}})` of an ONNX or LiteRT export, as its runtime sees it.
+
+    Raises:
+      FileNotFoundError: If `folder` has no `flow_config.json` of an ONNX or LiteRT export.
+      ImportError: Without the format's extra.
+    """
+    config_path = pathlib.Path(folder) / CONFIG_FILE
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    fmt = config.get("format")
+    if fmt not in ("onnx", "litert"):
+        raise FileNotFoundError(f"{config_path} is not the flow_config.json of an ONNX or LiteRT export")
+    if fmt == "onnx":
+        from tfp_realnvp.export.onnx import signature_specs
+    else:
+        from tfp_realnvp.export.litert import signature_specs
+    return fmt, {key: signature_specs(pathlib.Path(folder) / entry["file"])
+                 for key, entry in config["signatures"].items()}

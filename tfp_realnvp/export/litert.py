@@ -26,6 +26,7 @@ import os
 import pathlib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -35,9 +36,11 @@ from tfp_realnvp.export.artifact import UnsupportedModelError, write_artifact
 from tfp_realnvp.model import FlowModel
 
 __all__ = [
+    "check_installed",
     "convert_signature",
     "export_litert",
     "run_litert",
+    "signature_specs",
 ]
 
 _EXTRA = "pip install 'tfp-realnvp[litert]'"
@@ -76,6 +79,22 @@ def run_litert(file: str | os.PathLike[str], inputs: Mapping[str, np.ndarray]) -
     return {key: np.array(value) for key, value in runner(**inputs).items()}
 
 
+def check_installed() -> None:
+    """Raises ImportError, naming the extra to install, unless the LiteRT interpreter imports."""
+    _interpreter()
+
+
+def signature_specs(file: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """`{"inputs": {key: spec}, "outputs": {key: spec}}` of one artifact file, as the interpreter sees it."""
+    runner = _interpreter()(model_path=os.fspath(file)).get_signature_runner()
+
+    def spec(detail: dict[str, Any]) -> dict[str, Any]:
+        return {"dtype": np.dtype(detail["dtype"]).name, "shape": tuple(int(d) for d in detail["shape_signature"])}
+
+    return {"inputs": {k: spec(d) for k, d in runner.get_input_details().items()},
+            "outputs": {k: spec(d) for k, d in runner.get_output_details().items()}}
+
+
 def export_litert(model: FlowModel, path: str | os.PathLike[str], *,
                   reference: equivalence.Reference | None = None) -> pathlib.Path:
     """Exports `model` as a new folder of LiteRT models, one per signature, checked in the interpreter.
@@ -95,6 +114,6 @@ def export_litert(model: FlowModel, path: str | os.PathLike[str], *,
       UnsupportedModelError: For a model LiteRT cannot hold (float64; an op it lacks), named.
       ExportMismatchError: If the interpreter's answers differ from the SavedModel's beyond the tolerance.
     """
-    _interpreter()
+    check_installed()
     return write_artifact(model, path, fmt="litert", suffix=".tflite", convert=convert_signature, run=run_litert,
                           reference=reference)

@@ -22,6 +22,7 @@ import os
 import pathlib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from tfp_realnvp.model import FlowModel
 __all__ = [
     "convert_signature",
     "OPSET",
+    "check_installed",
     "export_onnx",
 ]
 
@@ -41,7 +43,7 @@ OPSET = 17
 _EXTRA = "pip install 'tfp-realnvp[onnx]'"
 
 
-def _modules():
+def _modules():  # the extra's modules, or one line naming it
     try:
         import onnx
         import onnxruntime
@@ -87,6 +89,24 @@ def run_onnx(file: str | os.PathLike[str], inputs: Mapping[str, np.ndarray]) -> 
     return dict(zip(names, session.run(names, dict(inputs))))
 
 
+def check_installed() -> None:
+    """Raises ImportError, naming the extra to install, unless tf2onnx, onnx and onnxruntime import."""
+    _modules()
+
+
+def signature_specs(file: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """`{"inputs": {key: spec}, "outputs": {key: spec}}` of one artifact file, as onnxruntime sees it."""
+    _, _, onnxruntime = _modules()
+    session = onnxruntime.InferenceSession(os.fspath(file), providers=["CPUExecutionProvider"])
+
+    def spec(arg: Any) -> dict[str, Any]:
+        dtype = arg.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32").replace("double", "float64")
+        return {"dtype": dtype, "shape": tuple(d if isinstance(d, int) else -1 for d in arg.shape)}
+
+    return {"inputs": {a.name: spec(a) for a in session.get_inputs()},
+            "outputs": {a.name: spec(a) for a in session.get_outputs()}}
+
+
 def export_onnx(model: FlowModel, path: str | os.PathLike[str], *,
                 reference: equivalence.Reference | None = None) -> pathlib.Path:
     """Exports `model` as a new folder of ONNX models, one per signature, checked in onnxruntime.
@@ -110,6 +130,6 @@ def export_onnx(model: FlowModel, path: str | os.PathLike[str], *,
       UnsupportedModelError: For an op ONNX (or tf2onnx) cannot hold, named with the signature.
       ExportMismatchError: If onnxruntime's answers differ from the SavedModel's beyond the tolerance.
     """
-    _modules()
+    check_installed()
     return write_artifact(model, path, fmt="onnx", suffix=".onnx", convert=convert_signature, run=run_onnx,
                           reference=reference)

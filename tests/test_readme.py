@@ -89,3 +89,11 @@ def test_readme_quotes_the_table_of_conditional_md():
     _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3)  # header and the two datasets
     for figure in ("conditional_two_moons.png", "conditional_digits.png"):
         assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure
+
+
+EXPORT = README.parent / "benchmarks" / "EXPORT.md"
+
+
+def test_readme_quotes_the_table_of_export_md():
+    # benchmarks/export_runtimes.py's last run: the ONNX and LiteRT section's speed and agreement rows.
+    _assert_quoted("ONNX and LiteRT", EXPORT, min_rows=4)  # header and three runtimes of one model at least

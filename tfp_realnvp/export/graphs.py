@@ -33,7 +33,9 @@ log_prob_integer:  x [n, *E] (, context)         -> log_prob [n]   (integer mode
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +53,7 @@ __all__ = [
     "convertible_signatures",
     "freeze",
     "integer_log_prob",
+    "model_digest",
     "rewrite_log1p",
 ]
 
@@ -220,9 +223,28 @@ class FrozenSignature:
                              {key: graph.get_tensor_by_name(f"{key}:0") for key in self.outputs})
 
 
+def model_digest(model: FlowModel) -> str:
+    """A hash of `model`'s config and every variable's value: equal digests, equal graphs and answers."""
+    digest = hashlib.sha256(repr(sorted(model.get_config().items(), key=str)).encode())
+    for variable in model.variables:
+        digest.update(variable.path.encode() + b"\0" + np.asarray(variable.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+# model -> {digest: frozen signatures}: exporting one model to both formats freezes it once (seconds per
+# signature); a model whose weights changed since has another digest.
+_FROZEN: weakref.WeakKeyDictionary[FlowModel, dict[str, dict[str, FrozenSignature]]] = weakref.WeakKeyDictionary()
+
+
 def freeze(model: FlowModel) -> dict[str, FrozenSignature]:
-    """Every convertible signature of `model`, frozen and constant-folded, by key."""
-    return {key: FrozenSignature(function, specs) for key, (function, specs) in convertible_signatures(model).items()}
+    """Every convertible signature of `model`, frozen and constant-folded, by key (cached per weights)."""
+    cache = _FROZEN.setdefault(model, {})
+    digest = model_digest(model)
+    if digest not in cache:
+        cache.clear()
+        cache[digest] = {key: FrozenSignature(function, specs)
+                         for key, (function, specs) in convertible_signatures(model).items()}
+    return cache[digest]
 
 
 def _optimize(graph_def: Any, inputs: list[str], outputs: list[str]) -> Any:

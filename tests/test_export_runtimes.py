@@ -89,12 +89,20 @@ def test_every_signature_agrees_with_the_saved_model_in_its_runtime(exported, fm
 
 
 def test_a_mismatch_is_refused_naming_signature_input_and_difference(integer_exported, tmp_path):
+    from tfp_realnvp.export.artifact import write_artifact
+
     model, reference, _ = integer_exported
-    wrong = equivalence.Reference(reference.inputs, {k: dict(v) for k, v in reference.outputs.items()})
-    wrong.outputs["log_prob"] = {"log_prob": reference.outputs["log_prob"]["log_prob"] + np.arange(equivalence.ROWS)}
+
+    def run(file, feeds):  # a runtime that answers 0, 1, ..., 7 nats off on the rows of log_prob
+        outputs = dict(reference.outputs[file.stem])
+        if file.stem == "log_prob":
+            outputs["log_prob"] = outputs["log_prob"] + np.arange(equivalence.ROWS)
+        return outputs
+
     with pytest.raises(equivalence.ExportMismatchError,
                        match=r"signature 'log_prob' .* output 'log_prob' for input row 7 is .* \(largest difference 7 "):
-        export_onnx(model, tmp_path / "bad.onnx", reference=wrong)
+        write_artifact(model, tmp_path / "bad", fmt="onnx", suffix=".onnx", convert=lambda f, file: file.write_bytes(b""),
+                       run=run, reference=reference)
     assert not any(tmp_path.iterdir())  # nothing written, no temporary left
 
 
@@ -117,48 +125,64 @@ def test_integer_signature_gives_nan_for_rows_that_are_not_integers_in_range(int
 
 
 
-def test_every_shipped_model_converts_and_agrees_the_digits_litert_error_fixed(tmp_path):
+RUNTIMES = {"litert": (run_litert, ".tflite"), "onnx": (run_onnx, ".onnx")}
+SHIPPED = sorted(pathlib.Path(__file__).parent.parent.glob("saved_models/*/1"))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """Each shipped model, with its log_prob (and digits' log_prob_integer) converted to both formats."""
+    from tfp_realnvp.export import litert, onnx
+
+    folder, models = tmp_path_factory.mktemp("shipped"), {}
+    for version in SHIPPED:
+        name = version.parent.name
+        model = load_exported_model(version)
+        keys = ["log_prob", *(["log_prob_integer"] if name == "digits" else [])]
+        signatures = graphs.convertible_signatures(model)
+        for key in keys:
+            frozen = graphs.FrozenSignature(*signatures[key])
+            for module, (_, suffix) in ((litert, RUNTIMES["litert"]), (onnx, RUNTIMES["onnx"])):
+                module.convert_signature(frozen, folder / f"{name}-{key}{suffix}")
+        models[name] = (model, version)
+    return folder, models
+
+
+def test_every_shipped_model_converts_and_agrees_the_digits_litert_error_fixed(shipped):
     """Each shipped model's log_prob as LiteRT and ONNX run it, against its own SavedModel in C++.
 
     LiteRT's converter made the digits model answer 11.0 nats low on every input before the graphs
     were constant-folded (graphs.py): this would fail by 11 nats again.
     """
-    from tfp_realnvp.export import litert, onnx
     from tfp_realnvp.serving_check import run_signature_c
 
-    shipped = sorted(pathlib.Path(__file__).parent.parent.glob("saved_models/*/1"))
-    assert [p.parent.name for p in shipped] == ["digits", "digits_multiscale", "two_moons"]
-    for version in shipped:
-        model = load_exported_model(version)
+    folder, models = shipped
+    assert sorted(models) == ["digits", "digits_multiscale", "two_moons"]
+    for name, (model, version) in models.items():
         x = equivalence.fixed_inputs(model)["log_prob"]
         want = run_signature_c(version, "log_prob", x)["log_prob"]
-        frozen = graphs.FrozenSignature(*graphs.convertible_signatures(model)["log_prob"])
-        for module, run, suffix in ((litert, run_litert, ".tflite"), (onnx, run_onnx, ".onnx")):
-            file = tmp_path / f"{version.parent.name}{suffix}"
-            module.convert_signature(frozen, file)
+        for fmt, (run, suffix) in RUNTIMES.items():
             # the export's tolerance (equivalence.py says why): 11 nats fails it by four orders
-            np.testing.assert_allclose(run(file, x)["log_prob"], want, rtol=equivalence.RTOL, atol=equivalence.ATOL,
-                                       err_msg=f"{version} {suffix}")
+            np.testing.assert_allclose(run(folder / f"{name}-log_prob{suffix}", x)["log_prob"], want,
+                                       rtol=equivalence.RTOL, atol=equivalence.ATOL, err_msg=f"{name} {fmt}")
 
 
 # -- the integer signature answers raw integers honestly ------------------------------------------
 
 
-def test_integer_signature_on_raw_digits_is_the_test_bits_per_dim_in_every_runtime(tmp_path):
+def test_integer_signature_on_raw_digits_is_the_test_bits_per_dim_in_every_runtime(shipped, tmp_path):
     """Raw integer pixels of 200 held-out digits: within seed noise of the model's test bits/dim on them."""
     from tfp_realnvp.data import load_dataset
-    from tfp_realnvp.export import litert, onnx
     from tfp_realnvp.export.saved_model import export_saved_model
     from tfp_realnvp.serving_check import run_signature_c
 
-    model = load_exported_model(pathlib.Path(__file__).parent.parent / "saved_models/digits/1")
+    folder, models = shipped
+    model, _ = models["digits"]
     x = load_dataset("digits").test[:200].astype(np.float32)  # raw pixels 0..16, as clients hold them
     dims = x.shape[1] * np.log(2.0)
     answers = {"c++": run_signature_c(export_saved_model(model, tmp_path / "sm"), "log_prob_integer", {"x": x})}
-    frozen = graphs.FrozenSignature(*graphs.convertible_signatures(model)["log_prob_integer"])
-    for name, module, run, suffix in (("litert", litert, run_litert, ".tflite"), ("onnx", onnx, run_onnx, ".onnx")):
-        module.convert_signature(frozen, tmp_path / f"integer{suffix}")
-        answers[name] = run(tmp_path / f"integer{suffix}", {"x": x})
+    for fmt, (run, suffix) in RUNTIMES.items():
+        answers[fmt] = run(folder / f"digits-log_prob_integer{suffix}", {"x": x})
     # The model's test bits/dim on these 200 images: the training's bound, one uniform draw per image (seed 0).
     noised = x + np.random.default_rng(0).uniform(size=x.shape).astype(np.float32)
     test_bits = -model.log_prob(noised).numpy() / dims
@@ -180,11 +204,10 @@ def test_saved_model_integer_signature_refuses_values_that_are_not_integers_in_r
     model, reference, _ = integer_exported
     path = export_saved_model(model, tmp_path)
     x = reference.inputs["log_prob_integer"]["x"].copy()
-    for bad in (0.5, 4.0, -1.0):
-        x[2].flat[0] = bad
-        with pytest.raises(RuntimeError, match=r"log_prob_integer takes integers in \[0, 3\] \(integer_levels=4\); "
-                                               r"rows\] \[2\] \[hold other values"):
-            run_signature_c(path, "log_prob_integer", {"x": x})
+    x[2].flat[0], x[4].flat[3], x[5].flat[1] = 0.5, 4.0, -1.0  # not an integer; above L - 1; below 0
+    with pytest.raises(RuntimeError, match=r"log_prob_integer takes integers in \[0, 3\] \(integer_levels=4\); "
+                                           r"rows\] \[2 4 5\] \[hold other values"):
+        run_signature_c(path, "log_prob_integer", {"x": x})
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -240,6 +240,13 @@ def test_cli_export_and_inspect_an_artifact(integer_exported, tmp_path, capsys):
 
     model, _, paths = integer_exported
     model.save(tmp_path / "m.keras")
+    # The README's command, on the smallest model: written, checked, and said so.
+    _exported("real_nvp_conditional")[0].save(tmp_path / "small.keras")
+    assert cli.main(["export", "--format", "onnx", "--model", str(tmp_path / "small.keras"),
+                     "--export-dir", str(tmp_path / "small.onnx")]) == 0
+    assert "checked against the SavedModel in TensorFlow's C++ loader" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "small.onnx").iterdir()) == [
+        "flow_config.json", "forward.onnx", "inverse.onnx", "log_prob.onnx"]
     assert cli.main(["inspect", str(paths["litert"])]) == 0
     shown = capsys.readouterr().out
     assert "LiteRT export" in shown and "signature 'log_prob_integer'" in shown and "x  float32  [-1, 4, 4, 1]" in shown

@@ -17,14 +17,14 @@ accepted:                    |artifact - saved_model| <= ATOL + RTOL * |saved_mo
 
 from __future__ import annotations
 
+import collections
 import tempfile
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from tfp_realnvp.export.graphs import model_digest
+from tfp_realnvp.export.graphs import model_digest, remember
 from tfp_realnvp.model import FlowModel
 
 __all__ = [
@@ -87,25 +87,21 @@ def fixed_inputs(model: FlowModel, rows: int = ROWS, seed: int = 0) -> dict[str,
     return inputs
 
 
-# model -> {(digest, rows, seed): Reference}: an ONNX and a LiteRT export of one model share one set of
-# C++ loader runs (a SavedModel export and a loader process per signature).
-_REFERENCES: weakref.WeakKeyDictionary[FlowModel, dict[tuple[str, int, int], Reference]] = weakref.WeakKeyDictionary()
+# (digest, rows, seed) -> Reference: an ONNX and a LiteRT export of one model share one set of C++ loader
+# runs (a SavedModel export and a loader process per signature).
+_REFERENCES: collections.OrderedDict[tuple[str, int, int], Reference] = collections.OrderedDict()
 
 
 def reference(model: FlowModel, *, rows: int = ROWS, seed: int = 0) -> Reference:
     """Exports `model` as a SavedModel (temporarily) and runs the fixed inputs through the C++ loader.
 
-    Cached per model and weights: a second call for an unchanged model returns the first's answers.
+    Cached by `graphs.model_digest`: a second call for a model of the same config and weights returns
+    the first's answers.
 
     Raises:
       RuntimeError: If the C++ loader cannot be built or fails.
     """
-    cache = _REFERENCES.setdefault(model, {})
-    key = (model_digest(model), rows, seed)
-    if key not in cache:
-        cache.clear()
-        cache[key] = _reference(model, rows, seed)
-    return cache[key]
+    return remember(_REFERENCES, (model_digest(model), rows, seed), lambda: _reference(model, rows, seed))
 
 
 def _reference(model: FlowModel, rows: int, seed: int) -> Reference:

@@ -33,9 +33,9 @@ log_prob_integer:  x [n, *E] (, context)         -> log_prob [n]   (integer mode
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "freeze",
     "integer_log_prob",
     "model_digest",
+    "remember",
     "rewrite_log1p",
 ]
 
@@ -231,20 +232,25 @@ def model_digest(model: FlowModel) -> str:
     return digest.hexdigest()
 
 
-# model -> {digest: frozen signatures}: exporting one model to both formats freezes it once (seconds per
-# signature); a model whose weights changed since has another digest.
-_FROZEN: weakref.WeakKeyDictionary[FlowModel, dict[str, dict[str, FrozenSignature]]] = weakref.WeakKeyDictionary()
+def remember(store: collections.OrderedDict, key: Any, compute: Callable[[], Any], *, size: int = 4) -> Any:
+    """`store[key]`, computed once: the `size` most recently used entries are kept."""
+    if key not in store:
+        store[key] = compute()
+        while len(store) > size:
+            store.popitem(last=False)
+    store.move_to_end(key)
+    return store[key]
+
+
+# digest -> frozen signatures: exporting one model to both formats (or a model loaded again from its
+# `.keras` file, as the command line does) freezes it once; seconds per signature.
+_FROZEN: collections.OrderedDict[str, dict[str, FrozenSignature]] = collections.OrderedDict()
 
 
 def freeze(model: FlowModel) -> dict[str, FrozenSignature]:
-    """Every convertible signature of `model`, frozen and constant-folded, by key (cached per weights)."""
-    cache = _FROZEN.setdefault(model, {})
-    digest = model_digest(model)
-    if digest not in cache:
-        cache.clear()
-        cache[digest] = {key: FrozenSignature(function, specs)
-                         for key, (function, specs) in convertible_signatures(model).items()}
-    return cache[digest]
+    """Every convertible signature of `model`, frozen and constant-folded, by key (cached by `model_digest`)."""
+    return remember(_FROZEN, model_digest(model), lambda: {
+        key: FrozenSignature(function, specs) for key, (function, specs) in convertible_signatures(model).items()})
 
 
 def _optimize(graph_def: Any, inputs: list[str], outputs: list[str]) -> Any:

@@ -41,6 +41,14 @@ OPSET = 17
 """The ONNX opset the artifacts use (onnxruntime 1.16 and later run it)."""
 
 _EXTRA = "pip install 'tfp-realnvp[onnx]'"
+_DOCS = {  # each model's doc_string, which onnxruntime shows as its description
+    "log_prob": "log p(x) in nats per row; x raw data [n, *event_shape] (preprocessing inside)",
+    "forward": "x = g(z): latent [n, *event_shape] to data",
+    "inverse": "z = g^-1(x) and log|det dz/dx| per row",
+    "log_prob_integer": (f"log (1/K) sum_k p(x + u_k) per row of raw integer data x, u_k ~ U[0, 1) drawn at export: "
+                         f"K = {graphs.INTEGER_DRAWS}, stateless seed [{graphs.INTEGER_SEED}, 0]; NaN for a row that is "
+                         "not integers in [0, levels - 1]"),
+}
 
 
 def _modules():  # the extra's modules, or one line naming it
@@ -78,6 +86,8 @@ def convert_signature(signature: graphs.FrozenSignature, file: pathlib.Path) -> 
     for node in proto.graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
         node.output[:] = [renames.get(name, name) for name in node.output]
+    proto.doc_string = _DOCS.get(key, "")
+    proto.producer_name = "tfp_realnvp"
     file.write_bytes(proto.SerializeToString())
 
 

@@ -324,6 +324,20 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
         "test_conditional.py", r"assertion failed: \[context has\] \[2\] \[rows but the batch is\] \[4\]"),
     "an input the signature does not have": Check(lambda env: _serving_error(
         env, "serving_default", {"x": X, "y": np.zeros(2, np.float32)})),
+    # -- ONNX and LiteRT exports (tests/test_export_runtimes.py), the integer signature, base folders --
+    "an unknown export format": Asserted("test_export_runtimes.py", "invalid choice: 'pmml'", regex=False),
+    "`--format onnx` or `litert` without its extra": Asserted("test_export_runtimes.py", "format needs", regex=False),
+    "an existing folder for an ONNX or LiteRT export": Asserted(
+        "test_export_runtimes.py", "already exists; not overwriting it", regex=False),
+    "a float64 model for LiteRT": Asserted("test_export_runtimes.py", "LiteRT's kernels take float32", regex=False),
+    "an artifact that disagrees with the SavedModel": Asserted("test_export_runtimes.py", "for input row 7 is",
+                                                               regex=False),
+    "non-integers or out-of-range values sent to `log_prob_integer`": Asserted(
+        "test_export_runtimes.py", "hold other values", regex=False),
+    "the same sent to an ONNX or LiteRT `log_prob_integer`": Behaviour(
+        "test_export_runtimes.py", "test_integer_signature_gives_nan_for_rows_that_are_not_integers_in_range"),
+    "a conditional model exported into an unconditional model's base folder": Asserted(
+        "test_export.py", "export it to a base folder of its own", regex=False),
 }
 
 

@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_realnvp import FlowModel, serving_check
-from tfp_realnvp import export as export_module
+from tfp_realnvp.export import saved_model as export_module
 from tfp_realnvp import files as files_module
 from tfp_realnvp.export import CONFIG_ASSET, SIGNATURE_KEYS, export_saved_model
 
@@ -601,3 +601,22 @@ def test_readme_states_nan_behaviour():
     # The claim test_nan_row_gives_nan_log_prob_and_leaves_other_rows holds.
     section = " ".join(_serving_section().split())
     assert "A row holding `NaN`" in section and "gets `NaN` as its `log_prob`" in section
+
+
+def test_conditional_model_never_becomes_the_next_version_of_an_unconditional_one(export_dir):
+    # A newcomer's `train --condition-on-label` once exported into saved_models/two_moons: its newest
+    # version then needed a `context`, and TF Serving refused the README's plain request.
+    from tfp_realnvp.cli.commands import default_export_dir
+    from tfp_realnvp.export.saved_model import IncompatibleVersionError
+    from tfp_realnvp.training import TrainingConfig
+
+    conditional = FlowModel(2, num_couplings=1, hidden_units=(4,), context_size=2)
+    conditional.adapt(X)
+    base = export_dir.parent
+    with pytest.raises(IncompatibleVersionError, match=r"this model signature 'forward' takes inputs context float32 "
+                                                       r"\[-1, 2\], z float32 \[-1, 2\], not z float32 \[-1, 2\] .* "
+                                                       r"export it to a base folder of its own"):
+        export_saved_model(conditional, base)
+    assert sorted(p.name for p in base.iterdir()) == ["1"]  # nothing left behind
+    config = TrainingConfig.for_dataset("two_moons").replace(condition_on_label=True)
+    assert default_export_dir(config) == os.path.join("saved_models", "two_moons_conditional")

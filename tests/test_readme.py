@@ -154,3 +154,11 @@ def _numbers(answer) -> list[float]:
     if isinstance(answer, list):
         return [x for item in answer for x in _numbers(item)]
     return [float(answer)]
+
+
+EXPORT = README.parent / "benchmarks" / "EXPORT.md"
+
+
+def test_readme_quotes_the_table_of_export_md():
+    # benchmarks/export_runtimes.py's last run: the ONNX and LiteRT section's speed and agreement rows.
+    _assert_quoted("ONNX and LiteRT", EXPORT, min_rows=4)  # header and three runtimes of one model at least

@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "channel_mask": "tfp_realnvp.masks",
     "checkerboard_mask": "tfp_realnvp.masks",
     "coupling_layers": "tfp_realnvp.flows.real_nvp",
+    "export_litert": "tfp_realnvp.export",
+    "export_onnx": "tfp_realnvp.export",
     "export_saved_model": "tfp_realnvp.export",
     "fit_flow": "tfp_realnvp.training",
     "keras_layers": "tfp_realnvp.tracking",

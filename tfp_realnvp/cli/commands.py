@@ -241,7 +241,8 @@ def _versions() -> dict[str, str]:
 
 
 def default_export_dir(config: TrainingConfig) -> str:
-    """`saved_models/<dataset>`, or `saved_models/<dataset>_<flow>` for a flow other than the recipe's.
+    """`saved_models/<dataset>`, `saved_models/<dataset>_<flow>` for a flow other than the recipe's, `_conditional` added
+    for a conditional model.
 
     One TF Serving base directory holds versions of one model: an image model of digits (inputs
     `[n, 8, 8, 1]`) does not become the next version of the vector model's `saved_models/digits`
@@ -251,6 +252,8 @@ def default_export_dir(config: TrainingConfig) -> str:
     name = _dataset_slug(config.dataset)
     if config.flow != recipe_for(config.dataset)["flow"]:
         name += "_" + _dataset_slug(config.flow.removeprefix("real_nvp_"))
+    if config.condition_on_label or config.context_columns:
+        name += "_conditional"  # its signatures take a context: not the next version of the plain model
     return os.path.join("saved_models", name)
 
 
@@ -624,6 +627,8 @@ def sample(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     model_path = _check_model_path(args.model)
+    if args.format != "saved_model":
+        return _export_artifact(args, model_path)
     _check_export_dir(args.export_dir)
     taken = files.versions(args.export_dir)
     if args.version in taken:
@@ -634,11 +639,43 @@ def export(args: argparse.Namespace) -> int:
     model = _load_model(model_path)
     from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
 
+    from tfp_realnvp.export.saved_model import IncompatibleVersionError  # pylint: disable=import-outside-toplevel
+
     try:
         exported = pathlib.Path(export_saved_model(model, args.export_dir, version=args.version))
     except FileExistsError as error:
         raise CommandError(f"{error}; expected a new version (leave out --version for the next one)") from None
+    except IncompatibleVersionError as error:
+        raise CommandError(str(error)) from None
     print(f"Exported {model_path} to {exported}/  (tfp-realnvp inspect {exported})")
+    return 0
+
+
+def _export_artifact(args: argparse.Namespace, model_path: pathlib.Path) -> int:
+    """`export --format onnx|litert`: a new folder, checked against the SavedModel before it appears."""
+    if args.version is not None:
+        raise CommandError(f"--version numbers SavedModel versions; --format {args.format} writes the one new "
+                           f"folder --export-dir names")
+    if os.path.exists(args.export_dir):
+        raise CommandError(f"{args.export_dir} already exists; not overwriting it (expected a new folder for the "
+                           f"{args.format} export)")
+    import_tensorflow()
+    from tfp_realnvp import export as exports  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.export.artifact import UnsupportedModelError  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.export.equivalence import ExportMismatchError  # pylint: disable=import-outside-toplevel
+
+    from tfp_realnvp.export import litert, onnx  # pylint: disable=import-outside-toplevel
+
+    module = onnx if args.format == "onnx" else litert
+    write = exports.export_onnx if args.format == "onnx" else exports.export_litert
+    try:
+        module.check_installed()  # the extra, before loading the model
+        model = _load_model(model_path)
+        exported = write(model, args.export_dir)
+    except (ImportError, FileExistsError, UnsupportedModelError, ExportMismatchError) as error:
+        raise CommandError(str(error)) from None
+    print(f"Exported {model_path} to {exported}/ ({args.format}, checked against the SavedModel in TensorFlow's "
+          f"C++ loader)  (tfp-realnvp inspect {exported})")
     return 0
 
 
@@ -646,6 +683,8 @@ def inspect(args: argparse.Namespace) -> int:
     directory = pathlib.Path(args.export_dir)
     if not directory.is_dir():
         raise CommandError(f"no such directory: {args.export_dir} (expected a SavedModel directory)")
+    if (directory / "flow_config.json").is_file() and not (directory / "saved_model.pb").is_file():
+        return _inspect_artifact(args, directory)
     if not (directory / "saved_model.pb").is_file():
         versions = [v for v in files.versions(directory).values() if (v / "saved_model.pb").is_file()]
         if not versions:
@@ -664,24 +703,47 @@ def inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"export_dir": str(directory), "signatures": specs}, indent=2, default=_json_default))
         return 0
+    print(f"SavedModel {directory}  (tag 'serve', {len(specs)} signatures; -1: any size)")
+    _print_signatures(specs)
+    return 0
 
+
+def _inspect_artifact(args: argparse.Namespace, directory: pathlib.Path) -> int:
+    """`inspect` of an ONNX or LiteRT export: each file's inputs and outputs as its runtime sees them."""
+    import_tensorflow()
+    from tfp_realnvp.export.artifact import artifact_signatures  # pylint: disable=import-outside-toplevel
+
+    try:
+        fmt, specs = artifact_signatures(directory)
+    except (FileNotFoundError, ImportError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        print(json.dumps({"export_dir": str(directory), "format": fmt, "signatures": specs}, indent=2,
+                         default=_json_default))
+        return 0
+    runtime = "onnxruntime" if fmt == "onnx" else "the LiteRT interpreter"
+    print(f"{'ONNX' if fmt == 'onnx' else 'LiteRT'} export {directory}  (as {runtime} sees it, {len(specs)} "
+          f"signatures, one file each; -1: any size)")
+    _print_signatures(specs)
+    return 0
+
+
+def _print_signatures(specs: dict[str, Any]) -> None:
     def shape(spec: dict[str, Any]) -> str:
         if spec["shape"] is None:
             return "unknown rank"
         return "[" + ", ".join(map(str, spec["shape"])) + "]" + (" (scalar)" if spec["shape"] == () else "")
 
-    print(f"SavedModel {directory}  (tag 'serve', {len(specs)} signatures; -1: any size)")
     for key in sorted(specs, key=lambda k: (k != "serving_default", k)):
         signature = specs[key]
         print()
-        print(f"signature {key!r}  ({signature['method_name']})")
+        print(f"signature {key!r}" + (f"  ({signature['method_name']})" if "method_name" in signature else ""))
         for part in ("inputs", "outputs"):
             print(f"  {part}:")
             tensors = signature[part]
             width = max((len(k) for k in tensors), default=0)
             for name, spec in tensors.items():
                 print(f"    {name.ljust(width)}  {spec['dtype']:8} {shape(spec)}")
-    return 0
 
 
 def plot(args: argparse.Namespace) -> int:

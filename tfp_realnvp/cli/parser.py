@@ -360,29 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     # export ---------------------------------------------------------------------------------------
     export = commands.add_parser(
-        "export", help="export a saved model as a TF Serving SavedModel version", formatter_class=_Formatter,
+        "export", help="export a saved model: a TF Serving SavedModel version, ONNX or LiteRT",
+        formatter_class=_Formatter,
         description=_describe(
             "Export a saved model as a SavedModel for TF Serving, in EXPORT_DIR/<version>, with the "
-            "signatures serving_default, log_prob, sample, forward and inverse."
+            "signatures serving_default, log_prob, sample, forward and inverse (and log_prob_integer for "
+            "integer data). --format onnx or litert writes the new folder EXPORT_DIR with one file per "
+            "signature (log_prob, forward, inverse, log_prob_integer), each run in its own runtime and "
+            "compared with the SavedModel in TensorFlow's C++ loader before it is written."
         ),
     )
+    export.add_argument("--format", choices=("saved_model", "onnx", "litert"), default="saved_model",
+                        help="saved_model (TF Serving), onnx (onnxruntime; pip install 'tfp-realnvp[onnx]') or "
+                             "litert (the LiteRT interpreter; pip install 'tfp-realnvp[litert]')")
     export.add_argument("--model", required=True, metavar="PATH.keras", help="a model saved by 'train'")
     export.add_argument("--export-dir", required=True, metavar="DIR",
-                        help="the model's base directory, e.g. saved_models/two_moons")
+                        help="the model's base directory, e.g. saved_models/two_moons; for onnx and litert a "
+                             "new folder, e.g. exports/two_moons.onnx")
     export.add_argument("--version", type=_positive_int, default=None, metavar="N",
-                        help="version number; must not exist yet (default: one more than the highest)")
+                        help="version number; must not exist yet (default: one more than the highest); "
+                             "saved_model only")
 
     # inspect --------------------------------------------------------------------------------------
     inspect = commands.add_parser(
-        "inspect", help="print a SavedModel's signatures, inputs and outputs", formatter_class=_Formatter,
+        "inspect", help="print an export's signatures, inputs and outputs", formatter_class=_Formatter,
         description=_describe(
-            "Print the signatures of a SavedModel as TF Serving sees them (the 'serve' tag): each "
-            "signature's inputs and outputs with their dtypes and shapes (-1: any size)."
+            "Print the signatures of a SavedModel as TF Serving sees them (the 'serve' tag), or of an ONNX "
+            "or LiteRT export as its runtime does: each signature's inputs and outputs with their dtypes "
+            "and shapes (-1: any size)."
         ),
     )
     inspect.add_argument("export_dir", metavar="DIR",
-                         help="a SavedModel directory, or a base directory of numbered versions (the highest "
-                              "is shown)")
+                         help="a SavedModel directory, a base directory of numbered versions (the highest "
+                              "is shown), or an ONNX or LiteRT export folder")
     inspect.add_argument("--json", action="store_true", help="print the signatures as JSON")
 
     # plot -----------------------------------------------------------------------------------------

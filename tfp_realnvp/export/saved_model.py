@@ -17,7 +17,19 @@ inverse:                    x [n, *E]                 -> z [n, *E] = f(x),
                                                          log_det_jacobian [n] = log|det df/dx|
 ```
 
-so that `log_prob = log p_base(z) + log_det_jacobian`. A conditional model (`context_size` C)
+so that `log_prob = log p_base(z) + log_det_jacobian`. A model of integer data (`integer_levels`
+`L`) adds
+
+```none
+log_prob_integer:           x [n, *E], integers       -> log_prob [n] = log (1/K) sum_k p(x + u_k),
+                            in [0, L - 1]                u_k ~ U[0, 1)^E, K and the seed fixed
+```
+
+(`graphs.INTEGER_DRAWS`, `graphs.INTEGER_SEED`, also in `flow_config.json`): the dequantized
+log-likelihood of the integer data clients hold, an estimate of `log P(x)` whose `K = 1` case is
+the bound training reports; `log_prob` answers for continuous `x` (what `p` gives a point), which
+for raw integers is neither. A value that is not an integer in `[0, L - 1]` is an error. A
+conditional model (`context_size` C)
 adds `context [n, C]` to every signature's inputs (`sample`: `[num_samples, C]`); a context of
 one row is shared by the whole batch, any other row count that is not the batch's is an error. Clients send raw data: the
 preprocessing is inside the graph, exactly as `FlowModel.log_prob` includes it. Every
@@ -34,7 +46,9 @@ C++ loader ("Could not find variable").
 Writes are atomic: the SavedModel is written under a hidden temporary name in `base_dir`
 (`.tmp-<version>-<random>`, which TF Serving ignores, since it is not an integer) and renamed to
 `<version>` when complete, so TF Serving never sees half a version; the temporary folder is
-removed if the export fails. An existing version is never overwritten.
+removed if the export fails. An existing version is never overwritten, and a model whose signatures would refuse a request
+the base folder's latest version answers (a conditional model's `context` input, another event
+shape) does not become its next version: TF Serving serves the newest, so its clients would break.
 
 Example:
 
@@ -57,17 +71,28 @@ import keras
 import tensorflow as tf
 
 from tfp_realnvp import __version__
-from tfp_realnvp.files import publish_version
+from tfp_realnvp.export import graphs
+from tfp_realnvp.files import publish_version, versions
 from tfp_realnvp.model import FlowModel
 
 __all__ = [
     "CONFIG_ASSET",
+    "INTEGER_SIGNATURE",
     "SIGNATURE_KEYS",
+    "IncompatibleVersionError",
     "export_saved_model",
+    "load_exported_model",
 ]
 
 SIGNATURE_KEYS: tuple[str, ...] = ("serving_default", "log_prob", "sample", "forward", "inverse")
 """The signatures every export has, in the order they are added."""
+
+INTEGER_SIGNATURE = "log_prob_integer"
+"""The signature a model of integer data adds: `log mean_k p(x + u_k)` of integer-valued `x`."""
+
+
+class IncompatibleVersionError(ValueError):
+    """A model whose signatures would refuse requests the base folder's latest version answers."""
 
 CONFIG_ASSET = pathlib.PurePosixPath("assets.extra", "flow_config.json")
 """The model's configuration, relative to the version folder. `assets.extra/` is TF Serving's
@@ -153,6 +178,18 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
             "log_det_jacobian": bijector.inverse_log_det_jacobian(x, event_ndims=len(event_shape), **kwargs),
         }
 
+    def log_prob_integer_of(x: tf.Tensor, context: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        x = checked(x)
+        levels = model.preprocessing.integer_levels
+        valid = graphs.integer_rows_valid(model, x)
+        check = tf.debugging.Assert(tf.reduce_all(valid), [
+            f"log_prob_integer takes integers in [0, {levels - 1}] (integer_levels={levels}); rows",
+            tf.where(tf.logical_not(valid))[:, 0], "hold other values (send raw integer data, not scaled or noised)"])
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+        context = context_for(context, tf.shape(x)[0], "the batch")
+        return {"log_prob": graphs.integer_log_prob(model, x, context)}
+
     sample_specs = [
         tf.TensorSpec([], tf.int32, name="num_samples"),
         tf.TensorSpec([], tf.int64, name="seed"),
@@ -161,20 +198,30 @@ def _signature_functions(model: FlowModel) -> dict[str, _Signature]:
     # A conditional model: every signature takes the context [n, C] beside its other inputs
     # (an unconditional one leaves the functions' `context=None` default).
     context = [tf.TensorSpec([None, size], dtype, name="context")] if size else []
-    return {
+    signatures = {
         "serving_default": (log_prob_of, [batch("x"), *context]),
         "log_prob": (log_prob_of, [batch("x"), *context]),
         "sample": (sample_of, [*sample_specs, *context]),
         "forward": (forward_of, [batch("z"), *context]),
         "inverse": (inverse_of, [batch("x"), *context]),
     }
+    if model.preprocessing.integer_levels is not None:
+        signatures[INTEGER_SIGNATURE] = (log_prob_integer_of, [batch("x"), *context])
+    return signatures
+
+
+def signature_keys(model: FlowModel) -> list[str]:
+    """The signatures `model`'s export has: `SIGNATURE_KEYS`, and `log_prob_integer` for integer data."""
+    return [*SIGNATURE_KEYS, *([INTEGER_SIGNATURE] if model.preprocessing.integer_levels is not None else [])]
 
 
 def _flow_config(model: FlowModel) -> dict[str, Any]:
     return {
         "tfp_realnvp_version": __version__,
         "config": model.get_config(),
-        "signatures": list(SIGNATURE_KEYS),
+        "signatures": signature_keys(model),
+        **({INTEGER_SIGNATURE: {"draws": graphs.INTEGER_DRAWS, "seed": graphs.INTEGER_SEED}}
+           if model.preprocessing.integer_levels is not None else {}),
     }
 
 
@@ -242,6 +289,9 @@ def export_saved_model(
       ValueError: If `version` is not a positive integer, or the model's standardisation has
         not been fitted.
       FileExistsError: If `version` already exists in `base_dir` (also as e.g. `003`).
+      IncompatibleVersionError: If the model's signatures would refuse a request the latest
+        version in `base_dir` answers (a missing signature, another input or output), e.g. a
+        conditional model exported beside an unconditional one.
       NotADirectoryError: If `base_dir` exists and is not a directory.
 
     Example:
@@ -266,4 +316,83 @@ def export_saved_model(
     base_dir = pathlib.Path(base_dir)
     if base_dir.exists() and not base_dir.is_dir():
         raise NotADirectoryError(f"base_dir {base_dir} exists and is not a directory")
-    return publish_version(base_dir, lambda folder: _write_saved_model(model, folder), version=version)
+
+    def write(folder: pathlib.Path) -> None:
+        _write_saved_model(model, folder)
+        _check_compatible(base_dir, folder)
+
+    return publish_version(base_dir, write, version=version)
+
+
+def _signatures_of(folder: pathlib.Path) -> dict[str, Any]:
+    from tfp_realnvp.serving_check import signature_specs  # pylint: disable=import-outside-toplevel
+
+    def plain(tensors: dict[str, Any]) -> dict[str, Any]:
+        return {key: (spec["dtype"], spec["shape"]) for key, spec in tensors.items()}
+
+    return {key: (plain(s["inputs"]), plain(s["outputs"])) for key, s in signature_specs(folder).items()}
+
+
+def _check_compatible(base_dir: pathlib.Path, folder: pathlib.Path) -> None:
+    """Raises IncompatibleVersionError if `folder` would refuse a request the latest version answers.
+
+    TF Serving serves the highest version: every signature of the latest version must be in the new
+    one with the same inputs and outputs (names, dtypes, shapes). New signatures may be added.
+    """
+    served = [path for path in versions(base_dir).values() if (path / "saved_model.pb").is_file()]
+    if not served:
+        return
+    latest = served[-1]
+    try:
+        new, old = _signatures_of(folder), _signatures_of(latest)
+    except ValueError:  # a folder that is not a SavedModel TF Serving could load: nothing to keep answering
+        return
+    for key, (inputs, outputs) in old.items():
+        if key not in new:
+            problem = f"has no signature {key!r}"
+        elif new[key][0] != inputs:
+            problem = f"signature {key!r} takes inputs {_describe(new[key][0])}, not {_describe(inputs)}"
+        elif new[key][1] != outputs:
+            problem = f"signature {key!r} returns {_describe(new[key][1])}, not {_describe(outputs)}"
+        else:
+            continue
+        raise IncompatibleVersionError(
+            f"this model {problem} as {latest} does: as the next version in {base_dir} (TF Serving serves the "
+            f"newest) it would refuse its clients' requests; export it to a base folder of its own, e.g. "
+            f"{base_dir}_conditional for a conditional model"
+        )
+
+
+def _describe(tensors: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {dtype} [{', '.join(map(str, shape))}]" for key, (dtype, shape) in tensors.items())
+
+
+def load_exported_model(version_dir: str | os.PathLike[str]) -> FlowModel:
+    """The `FlowModel` a version folder was exported from: its config, and its variables restored.
+
+    For models that exist only as exports (the shipped `saved_models/*/1`), so that they can be
+    exported again in another format.
+
+    Raises:
+      FileNotFoundError: If `version_dir` has no `assets.extra/flow_config.json`.
+      ValueError: If the SavedModel's variables do not fit the config's model.
+    """
+    version_dir = pathlib.Path(version_dir)
+    config_path = version_dir / CONFIG_ASSET
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist; expected a version folder written by export_saved_model")
+    model = FlowModel.from_config(json.loads(config_path.read_text())["config"])
+    # ExportArchive checkpoints the tracked model's variables as `variables/<i>`, in the model's order; reading the
+    # checkpoint skips loading the graph (seconds per model).
+    reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
+    keys = [f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(model.variables))]
+    if not all(reader.has_tensor(key) for key in keys) or reader.has_tensor(
+            f"variables/{len(keys)}/.ATTRIBUTES/VARIABLE_VALUE"):
+        raise ValueError(f"the variables of {version_dir} do not fit the model its flow_config.json describes")
+    for variable, key in zip(model.variables, keys):
+        value = reader.get_tensor(key)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"variable {variable.path} of {version_dir} has shape {value.shape}; the model its "
+                             f"flow_config.json describes has {tuple(variable.shape)}")
+        variable.assign(value)
+    return model

@@ -14,7 +14,6 @@ import tempfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfp_realnvp import FlowModel, export_litert, export_onnx
 from tfp_realnvp.export import equivalence, graphs

@@ -60,6 +60,21 @@ def _saved_model_cli() -> None:
     assert importlib.util.find_spec("tensorflow.python.tools.saved_model_cli") is not None
 
 
+def _convert_to_constants() -> None:
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    v = tf.Variable(2.0)
+    concrete = tf.function(lambda x: x * v).get_concrete_function(tf.TensorSpec([], tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+    assert not frozen.graph.variables and float(frozen(tf.constant(3.0))[0]) == 6.0
+
+
+def _optimize_graph() -> None:
+    from tensorflow.python.grappler import tf_optimizer
+
+    assert _params(tf_optimizer.OptimizeGraph)[:2] == ["config_proto", "metagraph"]
+
+
 def _module_bookkeeping() -> None:
     module = tf.Module()
     module.layers = [keras.layers.Dense(1)]  # a tracked attribute: tf.Module lists it again under _self_*
@@ -121,6 +136,8 @@ CHECKS = {
     "tensorflow_probability.python.bijectors.invert._Invert": _invert,
     "tf.distribute.StrategyExtended._in_multi_worker_mode": _multi_worker_mode,
     "tensorflow.python.tools.saved_model_cli": _saved_model_cli,
+    "tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2": _convert_to_constants,
+    "tensorflow.python.grappler.tf_optimizer.OptimizeGraph": _optimize_graph,
     "tf.Module attributes named _self_*": _module_bookkeeping,
     "keras.Model._compile_config": _compile_config,
     "keras.Model._initial_epoch": _initial_epoch,

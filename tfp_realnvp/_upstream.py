@@ -63,6 +63,14 @@ PRIVATE: tuple[Private, ...] = (
     Private("tensorflow.python.tools.saved_model_cli",
             ("serving_check/__init__.py",),
             "run as `python -m` to load an export with TF 1's session loader, as TF Serving's tools do"),
+    Private("tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2",
+            ("export/graphs.py",),
+            "freezes a signature's variables into constants, the graph ONNX and LiteRT convert (TF's own "
+            "converters call it; no public name exists)"),
+    Private("tensorflow.python.grappler.tf_optimizer.OptimizeGraph",
+            ("export/graphs.py",),
+            "Grappler's constant folding on the frozen graph: folds the constant log-dets the LiteRT converter "
+            "otherwise cuts to their first element"),
     Private("tf.Module attributes named _self_*",
             ("tracking.py",),
             "tf.Module's own bookkeeping, which lists the other attributes again: skipped when searching a "

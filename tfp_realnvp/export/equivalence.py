@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 

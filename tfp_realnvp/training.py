@@ -48,6 +48,7 @@ __all__ = [
     "ConfigError",
     "EVAL_BATCH",
     "RECIPES",
+    "TABLE_FIELDS",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
@@ -105,6 +106,10 @@ class TrainingConfig:
       logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      whiten: Map the data by the training rows' mean and full covariance instead of the
+        per-entry standardisation (vector events; `tfp_realnvp.bijectors.whitening`), so the
+        fresh flow is their maximum-likelihood Gaussian; needs `standardize`. Defaults to
+        `False`; the `file` recipe's table recipe chooses it (`tfp_realnvp.table_recipe`).
 
     Optimisation:
       epochs: Maximum epochs. Defaults to 60.
@@ -116,10 +121,13 @@ class TrainingConfig:
         Defaults to 0.
       warmup_epochs: Epochs of a linear warm-up from 0 before the decay. Defaults to 0.
       clipnorm: Clip gradients to this global norm. Defaults to `None`.
+      weight_decay: Decoupled weight decay (AdamW) of the flow's weights, per unit learning rate.
+        Defaults to 0 (Adam).
       validation_split: Fraction of the training rows held out for validation and early
         stopping; 0 monitors the training loss. Defaults to 0.1.
-      patience: Stop after this many epochs without improvement and restore the best weights;
-        0 turns early stopping off. Defaults to 10.
+      patience: Stop after this many epochs without improvement and restore the best weights,
+        the weights before the first epoch among the candidates; 0 turns early stopping off.
+        Defaults to 10.
       jitter: Standard deviation of Gaussian noise added afresh to every training batch
         (noise regularisation, continuous data). Defaults to 0.
       restarts: Models trained, with seeds `seed * restarts + j`; the one with the lowest
@@ -130,6 +138,10 @@ class TrainingConfig:
         choice (TensorFlow's graph, measured faster here; the eager calls XLA-compiled either way).
       steps_per_execution: Steps per call of the compiled function. Defaults to `None`:
         `FlowModel.compile`'s (16 on one device).
+      adapt_to_table: The fields that `tfp_realnvp.table_recipe.adapt_to_table` still chooses
+        from the table's rows and columns before the run (`fit_flow` and the command line call
+        it); the `file` recipe lists them all, and a field changed through `for_dataset` or
+        `replace` leaves the list. Defaults to `()`: nothing left to choose.
 
     Raises:
       ConfigError: For a value of the wrong type or out of range; the message names the field.
@@ -169,6 +181,9 @@ class TrainingConfig:
     seed: int = 0
     jit_compile: bool | None = None
     steps_per_execution: int | None = None
+    whiten: bool = False
+    weight_decay: float = 0.0
+    adapt_to_table: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(isinstance(self.dataset, str) and self.dataset, "dataset", "a dataset name or 'csv:PATH'", self.dataset)
@@ -182,6 +197,15 @@ class TrainingConfig:
         for name in ("header", "jit_compile"):
             _check(getattr(self, name) in (None, True, False), name, "true, false or null", getattr(self, name))
         _check(isinstance(self.standardize, bool), "standardize", "true or false", self.standardize)
+        _check(isinstance(self.whiten, bool), "whiten", "true or false", self.whiten)
+        _check(not self.whiten or self.standardize, "whiten", "false when standardize is false (whitening is a "
+               "standardisation by the full covariance)", self.whiten)
+        _check(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a non-negative number",
+               self.weight_decay)
+        _check(isinstance(self.adapt_to_table, (list, tuple)) and all(
+            isinstance(name, str) for name in self.adapt_to_table), "adapt_to_table", "a list of field names",
+               self.adapt_to_table)
+        object.__setattr__(self, "adapt_to_table", tuple(self.adapt_to_table))
         _check(isinstance(self.condition_on_label, bool), "condition_on_label", "true or false",
                self.condition_on_label)
         if self.context_columns is not None:
@@ -233,11 +257,15 @@ class TrainingConfig:
         recipe's settings for that flow if it has any (`recipe_for`).
         """
         recipe = recipe_for(dataset, changes.get("flow"))
-        options = {**recipe.pop("flow_options", {}), **changes.pop("flow_options", {})}
+        options = {**recipe.pop("flow_options", {}), **changes.get("flow_options", {})}
+        recipe["adapt_to_table"] = _still_adaptive(recipe.get("adapt_to_table", ()), changes)
+        changes.pop("flow_options", None)
         return cls(dataset=dataset, **{**recipe, **changes, "flow_options": options})
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with `changes`; as in `for_dataset`, `flow_options` changes are merged."""
+        if self.adapt_to_table and "adapt_to_table" not in changes:
+            changes["adapt_to_table"] = _still_adaptive(self.adapt_to_table, changes)
         if "flow_options" in changes:
             changes["flow_options"] = {**self.flow_options, **changes["flow_options"]}
         return dataclasses.replace(self, **changes)
@@ -292,6 +320,17 @@ class TrainingConfig:
             f.write(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def _still_adaptive(adaptive: Sequence[str], changes: Mapping[str, Any]) -> tuple[str, ...]:
+    """`adaptive` less the fields `changes` set (`flow_options.NAME` for a flow option); all of them
+    for a change of dataset or flow, whose recipe the table recipe no longer describes."""
+    if "dataset" in changes or "flow" in changes and changes["flow"] != "real_nvp":
+        return ()
+    given = set(changes) | {f"flow_options.{name}" for name in changes.get("flow_options", {})}
+    if "standardize" in given:
+        given.add("whiten")
+    return tuple(name for name in adaptive if name not in given)
+
+
 def _is_int(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
@@ -331,6 +370,9 @@ def recipe_for(dataset: str, flow: str | None = None) -> dict[str, Any]:
 # the built-in datasets, and "file" for `csv:PATH` / `npy:PATH`. Each spells out its flow's
 # options, so a run's settings.json does not change meaning when a builder's default does;
 # "flows" holds the fields that differ for another flow (`recipe_for`).
+TABLE_FIELDS = ("validation_split", "whiten", "flow_options.num_couplings", "flow_options.hidden_units",
+                "batch_size", "epochs", "patience", "weight_decay")
+"""The fields `tfp_realnvp.table_recipe` chooses from a table's rows and columns (the `file` recipe's)."""
 _REAL_NVP = {"flow": "real_nvp", "flow_options": {
     "num_couplings": 8, "hidden_units": [128, 128], "log_scale_bound": "tanh", "permutation": "reverse"}}
 RECIPES: dict[str, dict[str, Any]] = {
@@ -359,7 +401,8 @@ RECIPES: dict[str, dict[str, Any]] = {
             "num_channel_couplings": 3, "num_final_couplings": 4, "normalization": "none",
             "log_scale_bound": "tanh"}}},
     },
-    "file": {**_REAL_NVP, "epochs": 100, "learning_rate": 1e-3},
+    # Your own table: the fields of TABLE_FIELDS are chosen from its rows and columns (table_recipe.py).
+    "file": {**_REAL_NVP, "epochs": 100, "learning_rate": 1e-3, "adapt_to_table": TABLE_FIELDS},
 }
 assert set(RECIPES) == set(BUILTIN_DATASETS) | {"file"}, "every built-in dataset has a recipe"
 
@@ -463,12 +506,18 @@ def fit_flow(
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfp_realnvp.backup import TrainingBackup  # pylint: disable=import-outside-toplevel
-    from tfp_realnvp.callbacks import CompileNotice  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.callbacks import CompileNotice, EarlyStoppingFromStart  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.data import DataError, load_dataset, stream_error  # pylint: disable=import-outside-toplevel
 
     if data is None:
         data = load_dataset(config.dataset, num_train=config.num_train, num_test=config.num_test, seed=config.seed,
                             header=config.header, stream_threshold_bytes=int(config.stream_above_mb * 2**20))
+    if config.adapt_to_table:
+        from tfp_realnvp.table_recipe import adapt_to_table  # pylint: disable=import-outside-toplevel
+
+        config, why = adapt_to_table(config, data)
+        if verbose:
+            print(why, flush=True)
     if config.integer_levels is None and data.integer_levels is not None:
         config = config.replace(integer_levels=data.integer_levels)
     context_size(config, data)  # a context the data cannot give fails here, before anything runs
@@ -514,8 +563,10 @@ def fit_flow(
             fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
             stop = None
             if config.patience > 0:
-                stop = keras.callbacks.EarlyStopping(monitor=_monitor(config), patience=config.patience,
-                                                     restore_best_weights=True)
+                # The start is a candidate: a whitened fresh flow is the data's Gaussian, kept if no epoch beats it.
+                start = evaluate(model, inputs.validation if inputs.validation is not None else inputs.train_eval,
+                                 None)["nll"]
+                stop = EarlyStoppingFromStart(start=start, monitor=_monitor(config), patience=config.patience)
                 fit_callbacks.append(stop)
             saver = None
             if backup is not None:  # after early stopping, whose state it keeps
@@ -535,18 +586,24 @@ def fit_flow(
                 raise stream_error(error) from None
             losses = saver.history if saver is not None else {
                 k: [float(v) for v in values] for k, values in history.history.items()}
+            kept_start = stop is not None and stop.best_epoch == -1
             if backup is not None and config.restarts > 1:
-                _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test})
-        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"]})
+                _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test,
+                                                          "kept_start": kept_start})
+        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"],
+                           "kept_start": kept_start if finished is None else finished.get("kept_start", False)})
         # The lowest training NLL; a diverged (NaN) candidate never beats a finite one.
         if kept is None or not math.isfinite(kept[2]["nll"]) or train["nll"] < kept[2]["nll"]:
-            kept = (model, losses, train, test)
-    model, losses, train, test = kept
+            kept = (model, losses, train, test, candidates[-1]["kept_start"])
+    model, losses, train, test, kept_start = kept
     try:
         metrics = {"train": train}
         if inputs.validation is not None:
             metrics["validation"] = evaluate(model, inputs.validation, n_val)
         metrics["test"] = test
+        gaussian = _gaussian_validation(config, data, inputs, n_val)
+        if gaussian is not None:
+            metrics["gaussian"] = gaussian
     except stream_errors as error:
         raise stream_error(error) from None
     if backup is not None:
@@ -554,9 +611,27 @@ def fit_flow(
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
-        best_epoch=best_epoch(losses.get(_monitor(config), [])),
+        best_epoch=0 if kept_start else best_epoch(losses.get(_monitor(config), [])),
         stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates,
     )
+
+
+def _gaussian_validation(config: TrainingConfig, data: Dataset, inputs: _Inputs, n_val: int) -> dict[str, Any] | None:
+    """The validation NLL of the full-covariance Gaussian fitted on the training rows, in data space:
+    what the flow is measured against. Only for your own data (`csv:`/`npy:`); None without a
+    validation split in memory, for integer data or a conditional run, or where the rows have no
+    such Gaussian (`fit_gaussian`'s refusals)."""
+    from tfp_realnvp.bijectors.whitening import gaussian_nll  # pylint: disable=import-outside-toplevel
+
+    if (recipe_name(config.dataset) != "file" or inputs.validation is None or data.streamed or config.integer_levels is not None
+            or isinstance(inputs.validation, dict)):
+        return None
+    fit, val = (inputs.train_eval.reshape(len(inputs.train_eval), -1),
+                inputs.validation.reshape(len(inputs.validation), -1))
+    try:
+        return {"rows": n_val, "nll": gaussian_nll(fit, val)}
+    except ValueError:
+        return None
 
 
 def _monitor(config: TrainingConfig) -> str:
@@ -728,7 +803,7 @@ def _build_model(config: TrainingConfig, data: Dataset, seed: int) -> FlowModel:
             event_shape=_event_shape(config, data), flow=config.flow, seed=seed, standardize=config.standardize,
             context_size=context_size(config, data),
             integer_levels=config.integer_levels, logit_alpha=config.logit_alpha, flow_dtype=config.flow_dtype,
-            **config.flow_options,
+            **({"whiten": True} if config.whiten else {}), **config.flow_options,
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"cannot build the flow: {error}") from None
@@ -752,7 +827,9 @@ def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> 
         kwargs["jit_compile"] = config.jit_compile
     if config.steps_per_execution is not None:
         kwargs["steps_per_execution"] = config.steps_per_execution
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm), **kwargs)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, global_clipnorm=config.clipnorm)
+                 if config.weight_decay else keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm))
+    model.compile(optimizer=optimizer, **kwargs)
 
 
 def _fit_batches(inputs: _Inputs, config: TrainingConfig, seed: int) -> tuple[Any, dict[str, Any]]:

@@ -30,6 +30,7 @@ def _gaussian_log_prob(fit: np.ndarray, x: np.ndarray) -> np.ndarray:
 def fresh():
     rows = _rows()
     model = FlowModel(3, whiten=True, flow_dtype="float64", num_couplings=2, hidden_units=(8,), seed=3)
+    model.compile(jit_compile=False)  # plain eager calls: no XLA compilation in a test of values
     model.adapt(rows[:200])
     return model, rows
 
@@ -132,5 +133,6 @@ def test_more_columns_than_rows_is_standardised_by_the_recipe():
     assert table_choices(24, 30)["whiten"] is False
     rows = np.random.default_rng(0).normal(size=(24, 30))
     model = FlowModel(30, num_couplings=2, hidden_units=(8,))
+    model.compile(jit_compile=False)
     model.adapt(rows[:19])
     assert np.all(np.isfinite(model.log_prob(rows[19:]).numpy()))

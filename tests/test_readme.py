@@ -89,3 +89,11 @@ def test_readme_quotes_the_table_of_conditional_md():
     _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3)  # header and the two datasets
     for figure in ("conditional_two_moons.png", "conditional_digits.png"):
         assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure
+
+
+TABLES = README.parent / "benchmarks" / "TABLES.md"
+
+
+def test_readme_quotes_the_table_of_tables_md():
+    # benchmarks/tables.py's last run: the "Your own data" section quotes its rows and its verdict.
+    _assert_quoted("Your own data", TABLES, min_rows=5, verdict="Targets met on ")  # header and four tables at least

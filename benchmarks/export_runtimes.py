@@ -9,7 +9,6 @@ MODEL defaults to two_moons (a folder under saved_models/, version 1).
 from __future__ import annotations
 
 import datetime
-import os
 import pathlib
 import sys
 import tempfile
@@ -36,7 +35,7 @@ def _time(call, repeats: int) -> float:
 
 
 def main(names: list[str]) -> None:
-    rows = [f"# Export runtimes: log_prob, median seconds per call\n",
+    rows = ["# Export runtimes: log_prob, median seconds per call\n",
             f"Measured {datetime.date.today()} on this machine's 2 cores, shared with other jobs (noisy: compare "
             f"ratios within a row). Agreement: largest |runtime - C++ loader| on {equivalence.ROWS} rows drawn "
             "from the model.\n",

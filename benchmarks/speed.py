@@ -686,7 +686,7 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
             f"{_fmt_pct(need['stock'] * 3 * fps / (peak * 1e9))} and "
             f"{_fmt_pct(need['stock+jit'] * 3 * fps / (peak * 1e9))} of the 1024^3 peak.",
             "",
-            f"Measured rates, GFLOP/s (8 in a row in one graph; m x k x n, `+relu`: with bias and ReLU, "
+            "Measured rates, GFLOP/s (8 in a row in one graph; m x k x n, `+relu`: with bias and ReLU, "
             "`matmul`: plain; at batch 4096 for log_prob/sample, then the training step's): "
             + ", ".join(f"{k}: {rates[k]:.1f}" for k in eval_shapes + train_shapes) + ".",
             "",

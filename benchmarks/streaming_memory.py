@@ -160,7 +160,7 @@ def _report(args, runs, whole) -> None:
         "(run-to-run noise of TensorFlow's own allocations): flat, the memory of TensorFlow and the model, not of "
         "the data.",
         "",
-        f"For contrast, the largest file loaded whole (`--stream-above` above its size): peak RSS "
+        "For contrast, the largest file loaded whole (`--stream-above` above its size): peak RSS "
         + (f"{whole['rss_mib']:.0f} MiB, {whole['rss_mib'] - largest['rss_mib']:+.0f} MiB over streaming it, "
            f"test NLL {whole['nll']:.4f} on {whole['rows']:,} rows (a file read whole is split by a seeded "
            "shuffle, not every 5th row)" if whole["status"] == 0 else f"not measured (status {whole['status']}: "

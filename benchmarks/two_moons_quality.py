@@ -19,7 +19,6 @@ import datetime
 import os
 import pathlib
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -269,6 +269,18 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
         "test_data.py", r"row 2 of {path} has 2 values, expected 3 like the first data row"),
     "an empty file": Asserted("test_data.py", r"{path} is empty; expected rows of comma-separated numbers"),
     "a single row": Asserted("test_cli.py", r"one\.csv has 1 data row\(s\); needs at least 2 rows"),
+    "a constant column (whitened: the csv default)": Asserted(
+        "test_whitening.py", r"do not fit the flow: column\(s\) 3 \(every value 1.5\) are constant"),
+    "a column copied as `a * other + b` (whitened)": Asserted(
+        "test_whitening.py", r"columns 1 and 4 are copies of each other in the training rows"),
+    "linearly dependent columns (whitened)": Asserted(
+        "test_whitening.py", r"the columns are linearly dependent in the training rows"),
+    "more columns than rows, whitening asked for": Asserted(
+        "test_whitening.py", r"needs more training rows than columns .* got 10 rows and 12 columns"),
+    "more columns than rows, the csv default": Behaviour(
+        "test_whitening.py", "test_more_columns_than_rows_is_standardised_by_the_recipe"),
+    "a single column": Asserted(
+        "test_whitening.py", r"cannot build the flow: real_nvp is a flow over vectors: event_shape must be an integer >= 2"),
     "a truncated NPY": Asserted(
         "test_data.py", r"{path} is not a valid .npy file \(EOF: reading array header.*\); expected an array saved with np.save"),
     "an `.npz` for an `.npy`": Asserted("test_data.py", r"{path} is an .npz archive; expected a single"),

@@ -284,8 +284,10 @@ def test_user_csv_trains_streamed_from_disk(first, work):
     assert result.returncode == 0, result
     assert "streamed from disk" in result.stdout and "header row 1" in result.stdout
     metrics = json.loads((work / "csv_run" / "metrics.json").read_text())
-    # 1500 rows: 300 test rows (every 5th), 1200 training rows of which 120 (every 10th) validate.
-    assert (metrics["train"]["rows"], metrics["validation"]["rows"], metrics["test"]["rows"]) == (1080, 120, 300)
+    # 1500 rows: 300 test rows (every 5th), 1200 training rows of which 240 (every 5th) validate: the
+    # table recipe validates 20% of tables under 2000 rows to fit, and says so in its line.
+    assert (metrics["train"]["rows"], metrics["validation"]["rows"], metrics["test"]["rows"]) == (960, 240, 300)
+    assert "Recipe    1200 rows x 3 columns (960 to fit): starts at the rows' full-covariance Gaussian" in result.stdout
     assert (work / "csv_run" / "samples.png").is_file()
 
 

@@ -162,3 +162,11 @@ EXPORT = README.parent / "benchmarks" / "EXPORT.md"
 def test_readme_quotes_the_table_of_export_md():
     # benchmarks/export_runtimes.py's last run: the ONNX and LiteRT section's speed and agreement rows.
     _assert_quoted("ONNX and LiteRT", EXPORT, min_rows=4)  # header and three runtimes of one model at least
+
+
+TABLES = README.parent / "benchmarks" / "TABLES.md"
+
+
+def test_readme_quotes_the_table_of_tables_md():
+    # benchmarks/tables.py's last run: the "Your own data" section quotes its rows and its verdict.
+    _assert_quoted("Your own data", TABLES, min_rows=6, verdict="Targets met on ")  # header and the five tables

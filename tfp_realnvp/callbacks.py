@@ -1,4 +1,5 @@
-"""Keras callbacks: a progress bar that stays truthful, and a notice while XLA compiles.
+"""Keras callbacks: a progress bar that stays truthful, a notice while XLA compiles, and early
+stopping that counts the starting point.
 
 `FlowModel` runs 16 training steps per call by default (`steps_per_execution=16`), and Keras 3
 reports each call as its last step index, whether or not the epoch had that many: an epoch of
@@ -21,6 +22,7 @@ import keras
 
 __all__ = [
     "CompileNotice",
+    "EarlyStoppingFromStart",
     "ProgressBar",
     "with_progress_bar",
 ]
@@ -76,3 +78,32 @@ class CompileNotice(keras.callbacks.Callback):
             seconds = time.perf_counter() - self._started
             self._print(f"Compiled; the first call ({steps} step{'s' * (steps > 1)}) took {seconds:.1f} s.")
             self._done = True
+
+
+class EarlyStoppingFromStart(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping(restore_best_weights=True)` with the weights before the first
+    epoch as a candidate ("epoch 0").
+
+    Keras's own takes the first epoch's weights as its first best, so a run whose every epoch is
+    worse than where it started still ends on a trained model. Given the monitored value of the
+    starting weights (measured before `fit`, e.g. the validation NLL of a fresh flow that *is*
+    the data's Gaussian: `tfp_realnvp.bijectors.whitening`), this one starts from them: an epoch
+    must beat the start to become the best, and if none does, training ends on the starting
+    weights (`best_epoch` is then -1, Keras's count being 0-based). `tfp_realnvp.backup`'s
+    `TrainingBackup` saves and restores its state like Keras's.
+
+    Args:
+      start: The monitored value of the weights `fit` starts from. Defaults to `None`: Keras's
+        behaviour.
+      **kwargs: Passed to `keras.callbacks.EarlyStopping`; `restore_best_weights` is always
+        True.
+    """
+
+    def __init__(self, *, start: float | None = None, **kwargs: Any) -> None:
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.start = start
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.start is not None:
+            self.best, self.best_epoch, self.best_weights = float(self.start), -1, self.model.get_weights()

@@ -197,6 +197,9 @@ class FlowModel(keras.Model):
       logit_alpha: Apply Real NVP's `logit(alpha + (1 - alpha) x)` to data in `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      whiten: Instead of the per-entry standardisation, fit the training rows' mean and full
+        covariance (`tfp_realnvp.bijectors.whitening`): a fresh model is then their
+        maximum-likelihood Gaussian. Vector events only. Defaults to `False`.
       context_size: For a conditional density `p(x | context)`: the number of context
         features per example, passed to the builder as `context_size` (its bijectors must take
         a `context` keyword; `real_nvp`'s do). Then `fit({"x": x, "context": c})`,
@@ -239,6 +242,7 @@ class FlowModel(keras.Model):
         logit_alpha: float | None = None,
         flow_dtype: str = "float32",
         context_size: int = 0,
+        whiten: bool = False,
         name: str | None = None,
         trainable: bool = True,
         dtype: Any = None,
@@ -275,6 +279,7 @@ class FlowModel(keras.Model):
             logit_alpha=None if logit_alpha is None else float(logit_alpha),
             flow_dtype=flow_dtype,
             context_size=context_size,
+            **({"whiten": True} if whiten else {}),  # left out when off: configs saved before it load as they were
             **options,
         )
         self.preprocessing = Preprocessing(
@@ -282,6 +287,7 @@ class FlowModel(keras.Model):
             standardize=standardize,
             integer_levels=integer_levels,
             logit_alpha=logit_alpha,
+            whiten=whiten,
             dtype=flow_dtype,
             name="preprocessing",
         )

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "RECIPES",
+    "TABLE_FIELDS",
     "TrainingConfig",
     "TrainingResult",
     "best_epoch",
@@ -99,6 +100,10 @@ class TrainingConfig:
       logit_alpha: Real NVP's `logit(alpha + (1 - alpha) v)` of data scaled to `[0, 1)`.
         Defaults to `None`.
       flow_dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
+      whiten: Map the data by the training rows' mean and full covariance instead of the
+        per-entry standardisation (vector events; `tfp_realnvp.bijectors.whitening`), so the
+        fresh flow is their maximum-likelihood Gaussian; needs `standardize`. Defaults to
+        `False`; the `file` recipe's table recipe chooses it (`tfp_realnvp.table_recipe`).
 
     Optimisation:
       epochs: Maximum epochs. Defaults to 60.
@@ -110,10 +115,13 @@ class TrainingConfig:
         Defaults to 0.
       warmup_epochs: Epochs of a linear warm-up from 0 before the decay. Defaults to 0.
       clipnorm: Clip gradients to this global norm. Defaults to `None`.
+      weight_decay: Decoupled weight decay (AdamW) of the flow's weights, per unit learning rate.
+        Defaults to 0 (Adam).
       validation_split: Fraction of the training rows held out for validation and early
         stopping; 0 monitors the training loss. Defaults to 0.1.
-      patience: Stop after this many epochs without improvement and restore the best weights;
-        0 turns early stopping off. Defaults to 10.
+      patience: Stop after this many epochs without improvement and restore the best weights,
+        the weights before the first epoch among the candidates; 0 turns early stopping off.
+        Defaults to 10.
       jitter: Standard deviation of Gaussian noise added afresh to every training batch
         (noise regularisation, continuous data). Defaults to 0.
       restarts: Models trained, with seeds `seed * restarts + j`; the one with the lowest
@@ -124,6 +132,10 @@ class TrainingConfig:
         choice (TensorFlow's graph, measured faster here; the eager calls XLA-compiled either way).
       steps_per_execution: Steps per call of the compiled function. Defaults to `None`:
         `FlowModel.compile`'s (16 on one device).
+      adapt_to_table: The fields that `tfp_realnvp.table_recipe.adapt_to_table` still chooses
+        from the table's rows and columns before the run (`fit_flow` and the command line call
+        it); the `file` recipe lists them all, and a field changed through `for_dataset` or
+        `replace` leaves the list. Defaults to `()`: nothing left to choose.
 
     Raises:
       ConfigError: For a value of the wrong type or out of range; the message names the field.
@@ -163,6 +175,9 @@ class TrainingConfig:
     seed: int = 0
     jit_compile: bool | None = None
     steps_per_execution: int | None = None
+    whiten: bool = False
+    weight_decay: float = 0.0
+    adapt_to_table: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(isinstance(self.dataset, str) and self.dataset, "dataset", "a dataset name or 'csv:PATH'", self.dataset)
@@ -194,8 +209,15 @@ class TrainingConfig:
             keep(name, checks.integer(name, getattr(self, name), low=0))
         for name in ("header", "jit_compile"):
             keep(name, checks.boolean(name, getattr(self, name), optional=True))
-        for name in ("standardize", "condition_on_label"):
+        for name in ("standardize", "whiten", "condition_on_label"):
             keep(name, checks.boolean(name, getattr(self, name)))
+        _check(not self.whiten or self.standardize, "whiten", "false when standardize is false (whitening is a "
+               "standardisation by the full covariance)", self.whiten)
+        keep("weight_decay", checks.number("weight_decay", self.weight_decay, low=0))
+        _check(isinstance(self.adapt_to_table, (list, tuple)) and all(
+            isinstance(name, str) for name in self.adapt_to_table), "adapt_to_table", "a list of field names",
+               self.adapt_to_table)
+        keep("adapt_to_table", tuple(self.adapt_to_table))
         for name in ("stream_above_mb", "learning_rate"):
             keep(name, checks.number(name, getattr(self, name), positive=True))
         if self.clipnorm is not None:
@@ -229,11 +251,15 @@ class TrainingConfig:
         recipe's settings for that flow if it has any (`recipe_for`).
         """
         recipe = recipe_for(dataset, changes.get("flow"))
-        options = {**recipe.pop("flow_options", {}), **changes.pop("flow_options", {})}
+        options = {**recipe.pop("flow_options", {}), **changes.get("flow_options", {})}
+        recipe["adapt_to_table"] = _still_adaptive(recipe.get("adapt_to_table", ()), changes)
+        changes.pop("flow_options", None)
         return cls(dataset=dataset, **{**recipe, **changes, "flow_options": options})
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with `changes`; as in `for_dataset`, `flow_options` changes are merged."""
+        if self.adapt_to_table and "adapt_to_table" not in changes:
+            changes["adapt_to_table"] = _still_adaptive(self.adapt_to_table, changes)
         if "flow_options" in changes:
             changes["flow_options"] = {**self.flow_options, **changes["flow_options"]}
         return dataclasses.replace(self, **changes)
@@ -288,6 +314,17 @@ class TrainingConfig:
             f.write(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def _still_adaptive(adaptive: Sequence[str], changes: Mapping[str, Any]) -> tuple[str, ...]:
+    """`adaptive` less the fields `changes` set (`flow_options.NAME` for a flow option); all of them
+    for a change of dataset or flow, whose recipe the table recipe no longer describes."""
+    if "dataset" in changes or "flow" in changes and changes["flow"] != "real_nvp":
+        return ()
+    given = set(changes) | {f"flow_options.{name}" for name in changes.get("flow_options", {})}
+    if "standardize" in given:
+        given.add("whiten")
+    return tuple(name for name in adaptive if name not in given)
+
+
 def _check(ok: Any, field: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{field} must be {expected}; got {value!r}")
@@ -319,6 +356,9 @@ def recipe_for(dataset: str, flow: str | None = None) -> dict[str, Any]:
 # the built-in datasets, and "file" for `csv:PATH` / `npy:PATH`. Each spells out its flow's
 # options, so a run's settings.json does not change meaning when a builder's default does;
 # "flows" holds the fields that differ for another flow (`recipe_for`).
+TABLE_FIELDS = ("validation_split", "whiten", "flow_options.num_couplings", "flow_options.hidden_units",
+                "batch_size", "epochs", "patience", "weight_decay")
+"""The fields `tfp_realnvp.table_recipe` chooses from a table's rows and columns (the `file` recipe's)."""
 _REAL_NVP = {"flow": "real_nvp", "flow_options": {
     "num_couplings": 8, "hidden_units": [128, 128], "log_scale_bound": "tanh", "permutation": "reverse"}}
 RECIPES: dict[str, dict[str, Any]] = {
@@ -347,7 +387,8 @@ RECIPES: dict[str, dict[str, Any]] = {
             "num_channel_couplings": 3, "num_final_couplings": 4, "normalization": "none",
             "log_scale_bound": "tanh"}}},
     },
-    "file": {**_REAL_NVP, "epochs": 100, "learning_rate": 1e-3},
+    # Your own table: the fields of TABLE_FIELDS are chosen from its rows and columns (table_recipe.py).
+    "file": {**_REAL_NVP, "epochs": 100, "learning_rate": 1e-3, "adapt_to_table": TABLE_FIELDS},
 }
 
 
@@ -437,12 +478,18 @@ def fit_flow(
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfp_realnvp.backup import TrainingBackup  # pylint: disable=import-outside-toplevel
-    from tfp_realnvp.callbacks import CompileNotice  # pylint: disable=import-outside-toplevel
+    from tfp_realnvp.callbacks import CompileNotice, EarlyStoppingFromStart  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.data import DataError, stream_error  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.examples import Examples, load_data  # pylint: disable=import-outside-toplevel
 
     if data is None:
         data = load_data(config)
+    if config.adapt_to_table:
+        from tfp_realnvp.table_recipe import adapt_to_table  # pylint: disable=import-outside-toplevel
+
+        config, why = adapt_to_table(config, data)
+        if verbose:
+            print(why, flush=True)
     if config.integer_levels is None and data.integer_levels is not None:
         config = config.replace(integer_levels=data.integer_levels)
     # The event shape and a context the data cannot give fail here, before anything runs.
@@ -496,8 +543,10 @@ def fit_flow(
             fit_callbacks: list[Any] = [keras.callbacks.TerminateOnNaN()]
             stop = None
             if config.patience > 0:
-                stop = keras.callbacks.EarlyStopping(monitor=_monitor(config), patience=config.patience,
-                                                     restore_best_weights=True)
+                # The start is a candidate: a whitened fresh flow is the data's Gaussian, kept if no epoch beats it.
+                start = evaluate(model, validation if validation is not None else examples.pipeline("fit"),
+                                 None)["nll"]
+                stop = EarlyStoppingFromStart(start=start, monitor=_monitor(config), patience=config.patience)
                 fit_callbacks.append(stop)
             saver = None
             if backup is not None:  # after early stopping, whose state it keeps
@@ -517,18 +566,24 @@ def fit_flow(
                 raise stream_error(error) from None
             losses = saver.history if saver is not None else {
                 k: [float(v) for v in values] for k, values in history.history.items()}
+            kept_start = stop is not None and stop.best_epoch == -1
             if backup is not None and config.restarts > 1:
-                _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test})
-        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"]})
+                _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test,
+                                                          "kept_start": kept_start})
+        candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"],
+                           "kept_start": kept_start if finished is None else finished.get("kept_start", False)})
         # The lowest training NLL; a diverged (NaN) candidate never beats a finite one.
         if kept is None or not math.isfinite(kept[2]["nll"]) or train["nll"] < kept[2]["nll"]:
-            kept = (model, losses, train, test)
-    model, losses, train, test = kept
+            kept = (model, losses, train, test, candidates[-1]["kept_start"])
+    model, losses, train, test, kept_start = kept
     try:
         metrics = {"train": train}
         if validation is not None:
             metrics["validation"] = evaluate(model, validation, n_val)
         metrics["test"] = test
+        gaussian = _gaussian_validation(config, data, examples, n_val)
+        if gaussian is not None:
+            metrics["gaussian"] = gaussian
     except stream_errors as error:
         raise stream_error(error) from None
     if backup is not None:
@@ -536,9 +591,27 @@ def fit_flow(
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
-        best_epoch=best_epoch(losses.get(_monitor(config), [])),
+        best_epoch=0 if kept_start else best_epoch(losses.get(_monitor(config), [])),
         stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates,
     )
+
+
+def _gaussian_validation(config: TrainingConfig, data: Dataset, examples: Examples,
+                         n_val: int) -> dict[str, Any] | None:
+    """The validation NLL of the full-covariance Gaussian fitted on the training rows, in data space:
+    what the flow is measured against. Only for your own data (`csv:`/`npy:`); None without a
+    validation split in memory, for integer data or a conditional run, or where the rows have no
+    such Gaussian (`fit_gaussian`'s refusals)."""
+    from tfp_realnvp.bijectors.whitening import gaussian_nll  # pylint: disable=import-outside-toplevel
+
+    if (recipe_name(config.dataset) != "file" or not n_val or data.streamed or config.integer_levels is not None
+            or examples.context_size):
+        return None
+    fit, val = examples.arrays("fit")[0], examples.arrays("validation")[0]
+    try:
+        return {"rows": n_val, "nll": gaussian_nll(fit.reshape(len(fit), -1), val.reshape(len(val), -1))}
+    except ValueError:
+        return None
 
 
 def _monitor(config: TrainingConfig) -> str:
@@ -586,7 +659,7 @@ def _build_model(config: TrainingConfig, examples: Examples, seed: int) -> FlowM
             event_shape=examples.event_shape, flow=config.flow, seed=seed, standardize=config.standardize,
             context_size=examples.context_size,
             integer_levels=config.integer_levels, logit_alpha=config.logit_alpha, flow_dtype=config.flow_dtype,
-            **config.flow_options,
+            **({"whiten": True} if config.whiten else {}), **config.flow_options,
         )
     except (ValueError, TypeError) as error:
         raise ConfigError(f"cannot build the flow: {error}") from None
@@ -605,7 +678,9 @@ def _compile(model: FlowModel, config: TrainingConfig, steps_per_epoch: int) -> 
         kwargs["jit_compile"] = config.jit_compile
     if config.steps_per_execution is not None:
         kwargs["steps_per_execution"] = config.steps_per_execution
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm), **kwargs)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, global_clipnorm=config.clipnorm)
+                 if config.weight_decay else keras.optimizers.Adam(schedule, global_clipnorm=config.clipnorm))
+    model.compile(optimizer=optimizer, **kwargs)
 
 
 def _jittered(batches: Any, jitter: float) -> Any:

@@ -8,7 +8,12 @@ dequantize:     x = x_int + U[0, 1)                     (integer data, every tra
 integer data:   v = x / levels
 logit:          w = logit(alpha + (1 - alpha) * v)      (data in [0, 1), Real NVP [1])
 standardise:    u = (w - mean) / std                    (mean, std fitted on training data)
+or whiten:      u = L^{-1} (w - mean)                   (mean, S = L L^T fitted on training data)
 ```
+
+Whitening (`whiten=True`, vector events) replaces the per-entry standardisation by the training
+rows' full covariance (`tfp_realnvp.bijectors.whitening`): behind couplings that start at the
+identity, a fresh model is then the maximum-likelihood full-covariance Gaussian of the data.
 
 `Preprocessing.bijector()` returns the inverse of this map as a `tfb.Chain` (flow space to
 data space, TFP's generative direction); with it, `log p(x) = log p_flow(u) + log|det du/dx|`.
@@ -41,6 +46,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import checks
+from tfp_realnvp.bijectors.whitening import Whitening
 
 __all__ = [
     "Preprocessing",
@@ -110,11 +116,15 @@ class Preprocessing(keras.layers.Layer):
       logit_alpha: Apply `logit(alpha + (1 - alpha) * v)` to data in `[0, 1)` (after the
         division by `levels`, for integer data; `(0, 1)` for `alpha = 0`, which integer data may
         not use). Defaults to `None` (no logit).
+      whiten: Fit the training rows' mean and full covariance `S = L L^T` with `adapt` and map
+        the data by `L^{-1} (w - mean)` instead of the per-entry standardisation (which
+        `standardize` then no longer chooses). Vector events only. Defaults to `False`.
       **kwargs: Passed to `keras.layers.Layer` (`dtype`, `name`).
 
     Raises:
       ValueError: If `event_shape` is not positive integers, `integer_levels` is not an integer
-        >= 2, `logit_alpha` is not in `[0, 1)`, or is 0 with `integer_levels`.
+        >= 2, `logit_alpha` is not in `[0, 1)`, or is 0 with `integer_levels`, or `whiten` is
+        asked of events that are not vectors.
     """
 
     def __init__(
@@ -124,6 +134,7 @@ class Preprocessing(keras.layers.Layer):
         standardize: bool = True,
         integer_levels: int | None = None,
         logit_alpha: float | None = None,
+        whiten: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -137,6 +148,12 @@ class Preprocessing(keras.layers.Layer):
                 "-inf; expected e.g. 0.05 (Real NVP's)"
             )
         self.event_shape = checks.event_shape(event_shape)
+        self.whiten = checks.boolean("whiten", whiten)
+        if self.whiten and len(self.event_shape) != 1:
+            raise ValueError(f"whiten takes vector events [D]; got event_shape {list(self.event_shape)} (expected "
+                             "whiten off, or rows as vectors)")
+        self.whitening = Whitening(self.event_shape[0], dtype=self.dtype_policy, name="whitening") if self.whiten \
+            else None
         self.standardize = checks.boolean("standardize", standardize)
         self.integer_levels = integer_levels
         self.logit_alpha = logit_alpha
@@ -149,11 +166,13 @@ class Preprocessing(keras.layers.Layer):
     @property
     def needs_adapt(self) -> bool:
         """Whether `adapt` must still be called (standardisation with no fitted statistics)."""
-        return self.standardize and not bool(self.adapted.numpy())
+        return (self.standardize or self.whiten) and not bool(self.adapted.numpy())
 
     def _make_bijector(self) -> tfb.Bijector:
         steps = []  # generative order: u -> w -> v -> x
-        if self.standardize:
+        if self.whitening is not None:
+            steps += [self.whitening.bijector()]
+        elif self.standardize:
             # Reads the variables at call time, so adapt() and load_weights() take effect.
             steps += [tfb.Scale(self.std.value), tfb.Shift(self.mean.value)]
         steps += self._unstandardised_steps(self.mean.dtype)
@@ -251,6 +270,8 @@ class Preprocessing(keras.layers.Layer):
         if self.integer_levels is not None:
             data = data + 0.5  # cell centres: the dequantized data's mean
         w = self.to_flow_space(data)
+        if self.whitening is not None:
+            self.whitening.adapt(w.reshape(len(w), -1))
         std = w.std(axis=0)
         self.mean.assign(w.mean(axis=0).astype(self.mean.dtype))
         self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
@@ -263,5 +284,6 @@ class Preprocessing(keras.layers.Layer):
             "standardize": self.standardize,
             "integer_levels": self.integer_levels,
             "logit_alpha": self.logit_alpha,
+            "whiten": self.whiten,
         }
 

@@ -29,7 +29,7 @@ PROG = "tfp-realnvp"
 # left out, the value comes from --config, else from the dataset's recipe.
 CONFIG_FIELDS = (
     "num_train", "num_test", "header", "event_shape", "context_columns", "condition_on_label", "flow", "standardize",
-    "integer_levels", "logit_alpha",
+    "integer_levels", "logit_alpha", "whiten", "weight_decay",
     "epochs", "batch_size", "learning_rate", "validation_split", "patience", "jitter", "restarts", "seed",
     "jit_compile",
 )
@@ -144,6 +144,10 @@ def _recipe_table() -> str:
             preprocessing = (["raw (no standardize)"] if not config.standardize else []) + [
                 f"{k} {values[k]:g}" for k in ("integer_levels", "logit_alpha") if values[k] is not None]
             rows.append([name, *cells, ", ".join(preprocessing) or "-"])
+            if config.adapt_to_table:
+                chosen = ", ".join(f.removeprefix("flow_options.") for f in config.adapt_to_table)
+                notes.append(f"  {name}: {chosen} are chosen from the table's rows and columns when the run starts "
+                             "(the line 'Recipe' says what and why); the row shows the fallbacks")
             if flow:
                 shape = f"event shape {','.join(map(str, config.event_shape))}; " if config.event_shape else ""
                 options = ", ".join(f"{k} {v}" for k, v in config.flow_options.items())
@@ -272,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                       help="fit a per-feature mean and standard deviation on the training rows "
                            "(default: recipe)")
+    flow.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                      help="fit the training rows' mean and full covariance instead: the fresh flow is their "
+                           "maximum-likelihood Gaussian (default: recipe; for csv:/npy: chosen from the table)")
     flow.add_argument("--logit-alpha", type=_fraction, metavar="A",
                       help="apply logit(A + (1 - A) v) to data scaled to [0, 1) (default: recipe)")
     fit = train.add_argument_group("training")
@@ -285,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--patience", type=_non_negative_int, metavar="N",
                      help="stop after N epochs without improvement and restore the best weights; 0 turns "
                           "early stopping off (default: recipe)")
+    fit.add_argument("--weight-decay", type=_non_negative_float, metavar="W",
+                     help="decoupled weight decay (AdamW) per unit learning rate (default: recipe; for csv:/npy: "
+                          "chosen from the table)")
     fit.add_argument("--jitter", type=_non_negative_float, metavar="S",
                      help="add fresh N(0, S^2) noise to every training batch (noise regularisation for "
                           "continuous data) (default: recipe, 0)")

@@ -93,6 +93,9 @@ def rational_quadratic_spline(
       `(g(x), log g'(x))`, or `(g^{-1}(x), log g'(g^{-1}(x)))` with `inverse`, both of shape `S`.
     """
     num_bins = (params.shape[-1] + 1) // 3
+    # One row per entry: softmax takes at most rank 5 on CPU, and exporters like rank 2 best.
+    shape = tf.shape(x)
+    x, params = tf.reshape(x, [-1]), tf.reshape(params, [-1, params.shape[-1]])
     raw_widths, raw_heights, raw_derivatives = tf.split(params, [num_bins, num_bins, num_bins - 1], axis=-1)
     spread = 1.0 - MIN_BIN_SIZE * num_bins
     x_knots, widths = _knots(MIN_BIN_SIZE + spread * tf.nn.softmax(raw_widths, axis=-1), tail_bound)
@@ -135,7 +138,8 @@ def rational_quadratic_spline(
         out = y_k + h * (s * t * t + d_k * t_1t) / denominator
     numerator = s * s * (d_next * t * t + 2.0 * s * t_1t + d_k * (1.0 - t) * (1.0 - t))
     log_derivative = tf.math.log(numerator) - 2.0 * tf.math.log(denominator)
-    return tf.where(inside, out, x), tf.where(inside, log_derivative, tf.zeros([], x.dtype))
+    out, log_derivative = tf.where(inside, out, x), tf.where(inside, log_derivative, tf.zeros([], x.dtype))
+    return tf.reshape(out, shape), tf.reshape(log_derivative, shape)
 
 
 class SplineCoupling(Coupling):

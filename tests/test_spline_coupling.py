@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_realnvp import MLPConditioner, SplineCoupling
+from tfp_realnvp import MLPConditioner, SplineCoupling, real_nvp
 from tfp_realnvp.bijectors.spline_coupling import MAX_BINS, rational_quadratic_spline
 
 K, B = 4, 3.0
@@ -171,3 +171,8 @@ def test_a_conditioner_too_small_for_the_parameters_is_named():
     coupling = SplineCoupling(MLPConditioner((4,), output_shape=(3,)), num_masked=1, event_shape=(2,), num_bins=4)
     with pytest.raises(ValueError, match=r"hold 6 values on the last axis; expected at least 11"):
         coupling.forward(tf.zeros([1, 2]))
+
+
+def test_an_unknown_transform_is_named_with_the_choices():
+    with pytest.raises(ValueError, match=r"transform must be one of 'affine', 'spline'; got 'flow'"):
+        real_nvp(2, transform="flow")

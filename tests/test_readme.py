@@ -89,3 +89,14 @@ def test_readme_quotes_the_table_of_conditional_md():
     _assert_quoted("Conditional densities", CONDITIONAL, min_rows=3)  # header and the two datasets
     for figure in ("conditional_two_moons.png", "conditional_digits.png"):
         assert (README.parent / "benchmarks" / figure).stat().st_size > 10_000, figure
+
+
+SPLINE = ("Spline couplings and learned mixing", README.parent / "benchmarks")
+
+
+def test_readme_quotes_the_spline_benchmarks():
+    # benchmarks/spline_choice.py, spline_quality.py and spline_speed.py: the section quotes their last runs.
+    section, folder = SPLINE
+    _assert_quoted(section, folder / "SPLINE_CHOICE.md", min_rows=8)  # header and six measurements at least
+    _assert_quoted(section, folder / "SPLINE.md", min_rows=6)  # two tables of a header and two flows at least
+    _assert_quoted(section, folder / "SPLINE_SPEED.md", min_rows=3, verdict="Training against zuko")  # S and L

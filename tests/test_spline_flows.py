@@ -72,7 +72,8 @@ def test_the_image_flow_takes_splines_and_1x1_mixing_and_round_trips_through_ker
     model = FlowModel(event_shape=[4, 4, 1], flow="real_nvp_multiscale", transform="spline", num_bins=3,
                       mixing="1x1", num_scales=2, num_filters=4, num_blocks=1, num_checkerboard_couplings=1,
                       num_channel_couplings=1, num_final_couplings=1, standardize=False, integer_levels=4)
-    assert len([p for p in parts(model.distribution) if isinstance(p, LUMixing)]) == 3
+    # A 1x1 convolution before each coupling of 2 channels or more: the channel coupling and the last scale's.
+    assert len([p for p in parts(model.distribution) if isinstance(p, LUMixing)]) == 2
     assert all(isinstance(c, SplineCoupling) for c in coupling_layers(model.distribution))
     x = np.random.default_rng(1).uniform(0, 4, (6, 4, 4, 1)).astype("float32")
     for w in model.trainable_weights:

@@ -4,7 +4,7 @@ Per scale, in the data-to-latent direction (TFP's `inverse`), as in [1] (section
 
 ```none
 [h, w, c]       3 couplings with alternating checkerboard masks (each followed by a normalization;
-                with mixing="1x1" each preceded by Glow's learned 1x1 convolution, in every stage)
+                with mixing="1x1" each preceded by Glow's learned 1x1 convolution when c >= 2)
                 squeeze                                            -> [h/2, w/2, 4c]
 [h/2, w/2, 4c]  3 couplings with alternating channel-wise masks (each followed by a normalization)
                 factor out: channels 2c..4c leave the flow; channels 0..2c go through the next scale
@@ -154,7 +154,8 @@ def real_nvp_multiscale(
       num_bins: Bins of each spline (`transform="spline"`), in `[2, 64]`. Defaults to 8.
       tail_bound: The spline's box `[-B, B]` (`transform="spline"`). Defaults to 3.0.
       mixing: `"none"` (or None), or `"1x1"`: Glow's learned invertible 1x1 convolution
-        (`LUMixing` over the channels, starting as a seeded permutation) before every coupling.
+        (`LUMixing` over the channels, starting as a seeded permutation) before every coupling
+        whose event has two channels or more.
         Defaults to `"none"`.
       log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`
         (`transform="affine"` only). Defaults to `"tanh"`.
@@ -248,7 +249,7 @@ class _Builder:
             dtype=s["dtype"], name=f"{name}_conditioner",
         )
         steps: list[tfb.Bijector] = []
-        if s["mixing"] == "1x1":
+        if s["mixing"] == "1x1" and mask.shape[-1] > 1:  # one channel: nothing to mix
             steps.append(LUMixing(mask.shape, seed=self._seed(), dtype=s["dtype"], validate_args=s["validate_args"],
                                   name=f"{name}_1x1"))
         if spline:

@@ -77,3 +77,8 @@ def test_lu_on_an_image_event_and_1x1_on_a_vector_event_are_refused():
     with pytest.raises(ValueError, match=r"mixing='1x1' is Glow's 1x1 convolution over the channels of an image "
                                          r"event \[H, W, C\]; got event shape \[2\]"):
         real_nvp_multiscale([2], mixing="1x1")
+    # Either option given to the other flow, as the command line passes them: the same messages.
+    with pytest.raises(ValueError, match=r"mixing='1x1' is Glow's"):
+        real_nvp(2, mixing="1x1")
+    with pytest.raises(ValueError, match=r"permutation='lu' mixes the entries of a vector"):
+        real_nvp_multiscale([8, 8, 1], permutation="lu")

@@ -45,7 +45,7 @@ from tfp_realnvp.bijectors.act_norm import ActNorm
 from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
 from tfp_realnvp.bijectors.batch_normalization import BatchNormalization
 from tfp_realnvp.bijectors.factor_out import FactorOut
-from tfp_realnvp.bijectors.mixing import LUMixing, check_image_mixing
+from tfp_realnvp.bijectors.mixing import LUMixing, check_image_mixing, check_vector_mixing
 from tfp_realnvp.bijectors.spline_coupling import MAX_BINS, SplineCoupling
 from tfp_realnvp.bijectors.squeeze import Squeeze
 from tfp_realnvp.choices import MIXINGS, TRANSFORMS
@@ -106,6 +106,7 @@ def real_nvp_multiscale(
     num_bins: int = 8,
     tail_bound: float = 3.0,
     mixing: str | None = "none",
+    permutation: str = "none",
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     seed: int | None = 0,
@@ -157,6 +158,8 @@ def real_nvp_multiscale(
         (`LUMixing` over the channels, starting as a seeded permutation) before every coupling
         whose event has two channels or more.
         Defaults to `"none"`.
+      permutation: `"none"` only: `real_nvp`'s `"lu"` mixes vectors (this flow's is
+        `mixing="1x1"`); taken so an image event gets one clear error. Defaults to `"none"`.
       log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`
         (`transform="affine"` only). Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
@@ -188,6 +191,8 @@ def real_nvp_multiscale(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
+    if checks.one_of("permutation", permutation, ("none", "lu")) == "lu":
+        check_vector_mixing(checks.event_shape(event_shape))
     mixing = checks.one_of("mixing", "none" if mixing is None else mixing, MIXINGS)
     if mixing == "1x1":
         check_image_mixing(checks.event_shape(event_shape))

@@ -25,9 +25,9 @@ import tensorflow_probability as tfp
 from tfp_realnvp import checks
 from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
 from tfp_realnvp.bijectors.coupling import Coupling
-from tfp_realnvp.bijectors.mixing import LUMixing, check_vector_mixing
+from tfp_realnvp.bijectors.mixing import LUMixing, check_image_mixing, check_vector_mixing
 from tfp_realnvp.bijectors.spline_coupling import MAX_BINS, SplineCoupling
-from tfp_realnvp.choices import PERMUTATIONS, TRANSFORMS
+from tfp_realnvp.choices import MIXINGS, PERMUTATIONS, TRANSFORMS
 from tfp_realnvp.conditioners.mlp import MLPConditioner
 from tfp_realnvp.flows.registry import register_flow
 from tfp_realnvp.tracking import parts
@@ -106,6 +106,7 @@ def real_nvp(
     transform: str = "affine",
     num_bins: int = 8,
     tail_bound: float = 3.0,
+    mixing: str = "none",
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     dtype: str = "float32",
@@ -140,6 +141,9 @@ def real_nvp(
       num_bins: Bins of each spline (`transform="spline"`), in `[2, 64]`. Defaults to 8.
       tail_bound: The spline's box `[-B, B]` (identity outside; `transform="spline"`), a finite
         number > 0. Defaults to 3.0.
+      mixing: `"none"` only: Glow's `"1x1"` mixing is `real_nvp_multiscale`'s, for images (this
+        flow's learned mixing is `permutation="lu"`); taken so the same options can be tried on
+        either flow and a vector event gets one clear error. Defaults to `"none"`.
       log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`
         (`transform="affine"` only). Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
@@ -173,6 +177,8 @@ def real_nvp(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
+    if checks.one_of("mixing", "none" if mixing is None else mixing, MIXINGS) == "1x1":
+        check_image_mixing(checks.event_shape(event_shape))
     learned = isinstance(permutation, str) and permutation == "lu"
     if learned:
         check_vector_mixing(checks.event_shape(event_shape))

@@ -238,6 +238,18 @@ CATALOGUE: dict[str, Check | Asserted | Behaviour] = {
     "`logit_alpha=0` with integer levels": Check(lambda env: _error(
         lambda: FlowModel(2, integer_levels=4, logit_alpha=0.0))),
     "a loss for `compile`": Asserted("test_model.py", "takes no loss; got loss='mse'"),
+    "`num_bins` below 2 for a spline": Asserted("test_spline_coupling.py",
+                                                r"num_bins must be an integer in \[2, 64\]; got 1"),
+    "a spline `tail_bound` that is not a finite number > 0": Asserted(
+        "test_spline_coupling.py", r"tail_bound must be a finite number > 0; got 0.0"),
+    "a coupling mask that leaves nothing to transform": Asserted(
+        "test_spline_coupling.py", r"mask must hold both True \(unchanged\) and False \(transformed\)"),
+    "`permutation=\"lu\"` on an image event": Asserted(
+        "test_mixing.py", r"permutation='lu' mixes the entries of a vector event \[D\]; got event "),
+    "`mixing=\"1x1\"` on a vector event": Asserted(
+        "test_mixing.py", r"mixing='1x1' is Glow's 1x1 convolution over the channels of an image "),
+    "an unknown `transform`": Asserted("test_spline_coupling.py",
+                                       r"transform must be one of 'affine', 'spline'; got 'flow'"),
     "`sample` without a seed": Check(lambda env: _error(lambda: env.model.sample(3, seed=None))),
     "`sample` of a negative count": Check(lambda env: _error(lambda: env.model.sample(-1, seed=0))),
     "`sample` at a negative or NaN temperature": Check(

@@ -25,10 +25,12 @@ import tensorflow_probability as tfp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfp_realnvp import ActNorm, AffineCoupling, BatchNormalization, MLPConditioner, Squeeze, real_nvp, real_nvp_multiscale
+from tfp_realnvp import (ActNorm, AffineCoupling, BatchNormalization, LUMixing, MLPConditioner, SplineCoupling, Squeeze,
+                         real_nvp, real_nvp_multiscale)
 from tfp_realnvp.bijectors.preprocessing import Preprocessing
 from tfp_realnvp.bounds import MAX_LOG_SCALE, TanhLogScale
-from tfp_realnvp.choices import LOG_SCALE_BOUNDS, PERMUTATIONS
+from tfp_realnvp.bijectors.coupling import Coupling
+from tfp_realnvp.choices import LOG_SCALE_BOUNDS, MIXINGS, PERMUTATIONS, TRANSFORMS
 from tfp_realnvp.tracking import parts
 
 tfb, tfd = tfp.bijectors, tfp.distributions
@@ -86,9 +88,14 @@ def _randomize(variables, seed: int, scale: float = 0.4) -> None:
 
 
 def _make_extreme(couplings, seed: int) -> None:
-    """A grown tanh scale of +-1e3 and conditioner raw log-scales of 1e6 and more."""
+    """A grown tanh scale of +-1e3 and conditioner raw log-scales of 1e6 and more; for a spline, every
+    raw parameter (bin widths, heights, derivatives) of 1e6 and more."""
     rng = np.random.default_rng(seed + 1)
     for coupling in couplings:
+        if isinstance(coupling, SplineCoupling):
+            for w in coupling.conditioner.weights[-2:]:  # the last layer's kernel and bias: all outputs
+                w.assign(w.numpy() * EXTREME_GAIN + rng.choice([-1.0, 1.0], size=w.shape) * EXTREME_GAIN)
+            continue
         for layer in coupling.keras_layers:
             if isinstance(layer, TanhLogScale):
                 sign = rng.choice([-1.0, 1.0], size=layer.scale.shape)
@@ -114,9 +121,9 @@ def _small_shape(max_rank: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
 
 
 @st.composite
-def _affine_coupling_spec(draw: st.DrawFn, dtype: str, extreme: bool) -> dict:
+def _affine_coupling_spec(draw: st.DrawFn, dtype: str, extreme: bool, max_rank: int = 3) -> dict:
     """A count (vectors) or a boolean mask (any rank, random entries) over a small event."""
-    shape = draw(_small_shape())
+    shape = draw(_small_shape(max_rank))
     if math.prod(shape) < 2:
         shape = (*shape[:-1], 2)
     size = math.prod(shape)
@@ -146,21 +153,68 @@ def _affine_coupling(spec: dict) -> Case:
     return Case(coupling, shape, tolerance=1e-5)
 
 
+def _spline_coupling_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    # Events of rank <= 2 (at most 9 entries): the float64 autodiff Jacobian of a spline is slow to trace.
+    return _affine_coupling_spec(dtype, extreme, max_rank=2).flatmap(lambda spec: st.fixed_dictionaries(dict(
+        num_bins=st.integers(2, 5), tail_bound=st.sampled_from([1.0, 3.0]))).map(lambda more: {**spec, **more}))
+
+
+def _spline_coupling(spec: dict) -> Case:
+    """A rational-quadratic spline coupling: a count or a mask, few bins, a small or the default box."""
+    shape, dtype, seed, hidden = spec["event_shape"], spec["dtype"], spec["seed"], spec["hidden_units"]
+    options = dict(num_bins=spec["num_bins"], tail_bound=spec["tail_bound"])
+    if "num_masked" in spec:
+        d = spec["num_masked"]
+        outputs = -(-SplineCoupling.params_size((shape[0] - abs(d),), spec["num_bins"]) // 2)
+        conditioner = MLPConditioner(hidden, output_shape=(outputs,), dtype=dtype, seed=seed)
+        coupling = SplineCoupling(conditioner, num_masked=d, event_shape=shape, **options)
+    else:
+        mask = np.isin(np.arange(math.prod(shape)), spec["unchanged"]).reshape(shape)
+        outputs = -(-SplineCoupling.params_size(shape, spec["num_bins"]) // 2)
+        conditioner = MLPConditioner(hidden, output_shape=(*shape[:-1], outputs), event_ndims=len(shape),
+                                     dtype=dtype, seed=seed)
+        coupling = SplineCoupling(conditioner, mask=mask, **options)
+    _randomize(coupling.trainable_variables, seed)
+    if spec["extreme"]:
+        _make_extreme([coupling], seed)
+    # float32 through one spline of random weights: slopes above ~1e-2, so eps * B / slope ~ 1e-4.
+    return Case(coupling, shape, tolerance=1e-3)
+
+
+def _lu_mixing_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries(dict(
+        dtype=st.just(dtype), seed=st.integers(0, 2**16),
+        event_shape=st.one_of(st.integers(1, 5).map(lambda d: (d,)), st.tuples(st.just(2), st.just(2),
+                                                                               st.integers(1, 3)))))
+
+
+def _lu_mixing(spec: dict) -> Case:
+    """A learned LU linear map (vectors) or 1x1 convolution (images), with random factors."""
+    mixing = LUMixing(spec["event_shape"], seed=spec["seed"], dtype=spec["dtype"])
+    _randomize(mixing.trainable_variables, spec["seed"])
+    # float32 through W and W^-1 of factors of scale 0.4 over at most 5 channels: ~1e-6.
+    return Case(mixing, spec["event_shape"], tolerance=1e-5)
+
+
 def _real_nvp_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(dict(
         dtype=st.just(dtype), extreme=st.just(extreme), event_size=st.integers(2, 5), seed=st.integers(0, 2**16),
-        num_couplings=st.integers(1, 3), permutation=st.sampled_from(PERMUTATIONS), log_scale_bound=_bounds(extreme, dtype)))
+        num_couplings=st.integers(1, 3), permutation=st.sampled_from(PERMUTATIONS),
+        transform=st.sampled_from(TRANSFORMS), log_scale_bound=_bounds(extreme, dtype)))
 
 
 def _real_nvp(spec: dict) -> Case:
-    """Couplings and permutations on a normal base, as a distribution."""
+    """Couplings (affine or spline) and permutations (or LU maps) on a normal base, as a distribution."""
     dist = real_nvp(spec["event_size"], num_couplings=spec["num_couplings"], hidden_units=(8,), seed=spec["seed"],
-                    dtype=spec["dtype"], permutation=spec["permutation"], log_scale_bound=spec["log_scale_bound"])
+                    dtype=spec["dtype"], permutation=spec["permutation"], log_scale_bound=spec["log_scale_bound"],
+                    transform=spec["transform"], num_bins=4)
     _randomize(dist.trainable_variables, spec["seed"])
     if spec["extreme"]:
-        _make_extreme([b for b in dist.bijector.bijectors if isinstance(b, AffineCoupling)], spec["seed"])
-    # float32 through up to 3 couplings, each a few ulps on values grown by up to e^3: ~1e-5 each.
-    return Case(dist.bijector, (spec["event_size"],), tolerance=1e-4, distribution=dist)
+        _make_extreme([b for b in dist.bijector.bijectors if isinstance(b, Coupling)], spec["seed"])
+    # float32 through up to 3 couplings, each a few ulps on values grown by up to e^3 (affine), or
+    # ~1e-4 through a spline's shallowest slopes: ~1e-5 and ~3e-4 in all.
+    return Case(dist.bijector, (spec["event_size"],), tolerance=1e-4 if spec["transform"] == "affine" else 1e-3,
+                distribution=dist)
 
 
 def _preprocessing_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
@@ -229,7 +283,8 @@ def _multiscale_spec(dtype: str, extreme: bool) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(dict(
         dtype=st.just(dtype), extreme=st.just(extreme), seed=st.integers(0, 2**16),
         event_shape=st.tuples(st.just(4), st.just(4), st.integers(1, 2)), num_scales=st.integers(1, 2),
-        normalization=st.sampled_from(["none", "batch", "actnorm"]),
+        normalization=st.sampled_from(["none", "batch", "actnorm"]), transform=st.sampled_from(TRANSFORMS),
+        mixing=st.sampled_from(MIXINGS),
         # Bounded only: convolutions of random weights drive unbounded log-scales to e^20 and more,
         # past what even float64 can invert to 1e-9 (the default bound is tanh).
         log_scale_bound=st.sampled_from(BOUNDED)))
@@ -240,12 +295,17 @@ def _multiscale(spec: dict) -> Case:
     dist = real_nvp_multiscale(
         spec["event_shape"], num_scales=spec["num_scales"], normalization=spec["normalization"],
         num_checkerboard_couplings=1, num_channel_couplings=1, num_final_couplings=1, num_filters=4, num_blocks=1,
-        log_scale_bound=spec["log_scale_bound"], seed=spec["seed"], dtype=spec["dtype"])
-    _randomize(dist.trainable_variables, spec["seed"], scale=0.3)
+        log_scale_bound=spec["log_scale_bound"], seed=spec["seed"], dtype=spec["dtype"], transform=spec["transform"],
+        num_bins=3, mixing=spec["mixing"])
+    # Splines get smaller random weights: at 0.3, convolutions drive raw parameters to ~10, where a
+    # slope inside a bin nears its floor and a float32 inverse is off by ~1e-2 (SPLINE_CHOICE.md),
+    # which the next coupling's conditioner amplifies (0.2: 5e-3 over 12 draws; 0.1: 2e-6).
+    _randomize(dist.trainable_variables, spec["seed"], scale=0.3 if spec["transform"] == "affine" else 0.1)
     if spec["extreme"]:
-        _make_extreme([b for b in parts(dist.bijector) if isinstance(b, AffineCoupling)], spec["seed"])
+        _make_extreme([b for b in parts(dist.bijector) if isinstance(b, Coupling)], spec["seed"])
     # float32 through up to five couplings and normalizations of convolutions: ~1e-5 each.
-    return Case(dist.bijector, spec["event_shape"], tolerance=1e-4, distribution=dist)
+    return Case(dist.bijector, spec["event_shape"], tolerance=1e-4,
+                distribution=dist)
 
 
 FAMILIES: dict[str, Family] = {
@@ -255,6 +315,8 @@ FAMILIES: dict[str, Family] = {
     "squeeze": Family(_squeeze_spec, _squeeze),
     "normalization": Family(_normalization_spec, _normalization),
     "real_nvp_multiscale": Family(_multiscale_spec, _multiscale),
+    "spline_coupling": Family(_spline_coupling_spec, _spline_coupling),
+    "lu_mixing": Family(_lu_mixing_spec, _lu_mixing),
 }
 
 # Examples per property and family (all families run each property).

@@ -170,3 +170,14 @@ TABLES = README.parent / "benchmarks" / "TABLES.md"
 def test_readme_quotes_the_table_of_tables_md():
     # benchmarks/tables.py's last run: the "Your own data" section quotes its rows and its verdict.
     _assert_quoted("Your own data", TABLES, min_rows=6, verdict="Targets met on ")  # header and the five tables
+
+
+SPLINE = ("Spline couplings and learned mixing", README.parent / "benchmarks")
+
+
+def test_readme_quotes_the_spline_benchmarks():
+    # benchmarks/spline_choice.py, spline_quality.py and spline_speed.py: the section quotes their last runs.
+    section, folder = SPLINE
+    _assert_quoted(section, folder / "SPLINE_CHOICE.md", min_rows=8)  # header and six measurements at least
+    _assert_quoted(section, folder / "SPLINE.md", min_rows=6)  # two tables of a header and two flows at least
+    _assert_quoted(section, folder / "SPLINE_SPEED.md", min_rows=3, verdict="Training against zuko")  # S and L

@@ -173,7 +173,7 @@ def test_bad_arguments():
         real_nvp(2, num_couplings=0)
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'; got 'int32'"):
         real_nvp(2, dtype="int32")
-    with pytest.raises(ValueError, match=r"permutation must be one of \('reverse', 'random'\) or a list of index "
+    with pytest.raises(ValueError, match=r"permutation must be one of \('reverse', 'random', 'lu'\) or a list of index "
                                          r"lists; got 'shuffle'"):
         real_nvp(2, permutation="shuffle")
     with pytest.raises(ValueError, match="permutation holds 1 index lists; expected num_couplings - 1 = 2"):

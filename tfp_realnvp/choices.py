@@ -14,15 +14,26 @@ __all__ = [
     "BUILTIN_DATASETS",
     "BUILTIN_FLOWS",
     "LOG_SCALE_BOUNDS",
+    "MIXINGS",
     "PERMUTATIONS",
+    "TRANSFORMS",
     "unknown_dataset",
 ]
 
 LOG_SCALE_BOUNDS: tuple[str, ...] = ("tanh", "sigmoid", "unbounded")
 """How an affine coupling bounds its log-scale; see `tfp_realnvp.bounds`."""
 
-PERMUTATIONS: tuple[str, ...] = ("reverse", "random")
-"""The permutations `real_nvp` places between couplings; see `permutation_indices`."""
+PERMUTATIONS: tuple[str, ...] = ("reverse", "random", "lu")
+"""What `real_nvp` places between couplings: fixed permutations (`permutation_indices`) or a
+learned LU-decomposed linear map (`"lu"`, `bijectors.mixing.LUMixing`)."""
+
+TRANSFORMS: tuple[str, ...] = ("affine", "spline")
+"""The elementwise map of a coupling: `AffineCoupling` (Real NVP's) or `SplineCoupling` (Neural
+Spline Flows' rational-quadratic spline)."""
+
+MIXINGS: tuple[str, ...] = ("none", "1x1")
+"""What `real_nvp_multiscale` places before each coupling: nothing, or Glow's learned 1x1
+convolution (`bijectors.mixing.LUMixing` over the channels)."""
 
 BUILTIN_FLOWS: tuple[str, ...] = ("real_nvp", "real_nvp_multiscale")
 """The flow builders registered by the package itself; `register_flow` adds a user's."""

@@ -12,7 +12,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, PERMUTATIONS, unknown_dataset
+from tfp_realnvp.choices import (BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, MIXINGS, PERMUTATIONS, TRANSFORMS,
+                                 unknown_dataset)
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -33,7 +34,8 @@ CONFIG_FIELDS = (
     "epochs", "batch_size", "learning_rate", "validation_split", "patience", "jitter", "restarts", "seed",
     "jit_compile",
 )
-FLOW_OPTIONS = ("num_couplings", "hidden_units", "log_scale_bound", "permutation")
+FLOW_OPTIONS = ("num_couplings", "hidden_units", "log_scale_bound", "permutation", "transform", "num_bins", "tail_bound",
+                "mixing")
 _DEFAULT_STREAM_MB = TrainingConfig().stream_above_mb
 
 
@@ -268,7 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how the log-scale is bounded: tanh (times a learned scale), sigmoid, or "
                            "unbounded (default: recipe)")
     flow.add_argument("--permutation", choices=PERMUTATIONS,
-                      help="feature permutation between couplings (random is seeded by --seed) "
+                      help="feature permutation between couplings (random is seeded by --seed; lu: a learned "
+                           "LU-decomposed linear map, vectors only) (default: recipe)")
+    flow.add_argument("--transform", choices=TRANSFORMS,
+                      help="each coupling's map: affine (Real NVP's) or spline (rational-quadratic, Neural "
+                           "Spline Flows) (default: recipe)")
+    flow.add_argument("--num-bins", type=_positive_int, metavar="N",
+                      help="bins of each spline, 2 to 64 (--transform spline; default: recipe, else 8)")
+    flow.add_argument("--tail-bound", type=_positive_float, metavar="B",
+                      help="the spline acts on [-B, B], the identity outside (--transform spline; default: "
+                           "recipe, else 3)")
+    flow.add_argument("--mixing", choices=MIXINGS,
+                      help="real_nvp_multiscale: Glow's learned 1x1 convolution before every coupling, or none "
                            "(default: recipe)")
     flow.add_argument("--integer-levels", type=_positive_int, metavar="L",
                       help="integer data in 0..L-1: dequantize with uniform noise and report bits/dim "

@@ -3,7 +3,8 @@
 Per scale, in the data-to-latent direction (TFP's `inverse`), as in [1] (section 3.6):
 
 ```none
-[h, w, c]       3 couplings with alternating checkerboard masks (each followed by a normalization)
+[h, w, c]       3 couplings with alternating checkerboard masks (each followed by a normalization;
+                with mixing="1x1" each preceded by Glow's learned 1x1 convolution when c >= 2)
                 squeeze                                            -> [h/2, w/2, 4c]
 [h/2, w/2, 4c]  3 couplings with alternating channel-wise masks (each followed by a normalization)
                 factor out: channels 2c..4c leave the flow; channels 0..2c go through the next scale
@@ -39,12 +40,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp import checks
 from tfp_realnvp.bijectors.act_norm import ActNorm
 from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
 from tfp_realnvp.bijectors.batch_normalization import BatchNormalization
 from tfp_realnvp.bijectors.factor_out import FactorOut
+from tfp_realnvp.bijectors.mixing import LUMixing, check_image_mixing, check_vector_mixing
+from tfp_realnvp.bijectors.spline_coupling import MAX_BINS, SplineCoupling
 from tfp_realnvp.bijectors.squeeze import Squeeze
-from tfp_realnvp.checks import integer as check_count
+from tfp_realnvp.choices import MIXINGS, TRANSFORMS
 from tfp_realnvp.conditioners.resnet import NORMALIZATIONS, ResNetConditioner
 from tfp_realnvp.flows.registry import register_flow
 from tfp_realnvp.masks import channel_mask, checkerboard_mask
@@ -98,6 +102,11 @@ def real_nvp_multiscale(
     normalization: str | None = "batch",
     conditioner_normalization: str | None = None,
     context_size: int = 0,
+    transform: str = "affine",
+    num_bins: int = 8,
+    tail_bound: float = 3.0,
+    mixing: str | None = "none",
+    permutation: str = "none",
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     seed: int | None = 0,
@@ -141,10 +150,21 @@ def real_nvp_multiscale(
         features every conditioner takes, as constant input channels. The context then goes to
         every coupling through `bijector_kwargs=tfp_realnvp.route(dist.bijector, context=c)`
         (`FlowModel(context_size=...)` does this). Defaults to 0.
-      log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`.
-        Defaults to `"tanh"`.
+      transform: The couplings' elementwise map: `"affine"` (the paper's) or `"spline"`
+        (`SplineCoupling`). Defaults to `"affine"`.
+      num_bins: Bins of each spline (`transform="spline"`), in `[2, 64]`. Defaults to 8.
+      tail_bound: The spline's box `[-B, B]` (`transform="spline"`). Defaults to 3.0.
+      mixing: `"none"` (or None), or `"1x1"`: Glow's learned invertible 1x1 convolution
+        (`LUMixing` over the channels, starting as a seeded permutation) before every coupling
+        whose event has two channels or more.
+        Defaults to `"none"`.
+      permutation: `"none"` only: `real_nvp`'s `"lu"` mixes vectors (this flow's is
+        `mixing="1x1"`); taken so an image event gets one clear error. Defaults to `"none"`.
+      log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`
+        (`transform="affine"` only). Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
-      seed: Seed of the conditioners' initial weights. Defaults to 0.
+      seed: Seed of the conditioners' initial weights and the 1x1 convolutions' permutations.
+        Defaults to 0.
       dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
       validate_args: Passed to the bijectors. Defaults to `False`.
       name: Name of the distribution. Defaults to `"real_nvp_multiscale"`.
@@ -154,9 +174,10 @@ def real_nvp_multiscale(
       couplings, normalizations, `Squeeze`s and a `FactorOut` per scale but the last.
 
     Raises:
-      ValueError: For an event that is not `[H, W, C]` or does not fit `num_scales`, a count
-        below its minimum (1, or 0 for `num_channel_couplings`), an unknown `normalization`,
-        `log_scale_bound` or `dtype`.
+      ValueError: For an event that is not `[H, W, C]` (`mixing="1x1"` on a vector event says
+        so) or does not fit `num_scales`, a count below its minimum (1, or 0 for
+        `num_channel_couplings`), an unknown `normalization`, `transform`, `mixing`,
+        `log_scale_bound` or `dtype`, or a bad `num_bins` or `tail_bound`.
 
     Example:
 
@@ -170,16 +191,25 @@ def real_nvp_multiscale(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
-    num_scales = check_count("num_scales", num_scales, 1)
+    if checks.one_of("permutation", permutation, ("none", "lu")) == "lu":
+        check_vector_mixing(checks.event_shape(event_shape))
+    mixing = checks.one_of("mixing", "none" if mixing is None else mixing, MIXINGS)
+    if mixing == "1x1":
+        check_image_mixing(checks.event_shape(event_shape))
+    num_scales = checks.integer("num_scales", num_scales, low=1)
     shape = _image_shape(event_shape, num_scales)
     counts = dict(
-        num_filters=check_count("num_filters", num_filters, 1),
-        num_blocks=check_count("num_blocks", num_blocks, 0),
-        num_checkerboard_couplings=check_count("num_checkerboard_couplings", num_checkerboard_couplings, 1),
-        num_channel_couplings=check_count("num_channel_couplings", num_channel_couplings, 0),
-        num_final_couplings=check_count("num_final_couplings", num_final_couplings, 1),
-        context_size=check_count("context_size", context_size, 0),
+        num_filters=checks.integer("num_filters", num_filters, low=1),
+        num_blocks=checks.integer("num_blocks", num_blocks, low=0),
+        num_checkerboard_couplings=checks.integer("num_checkerboard_couplings", num_checkerboard_couplings, low=1),
+        num_channel_couplings=checks.integer("num_channel_couplings", num_channel_couplings, low=0),
+        num_final_couplings=checks.integer("num_final_couplings", num_final_couplings, low=1),
+        context_size=checks.integer("context_size", context_size, low=0),
     )
+    checks.one_of("transform", transform, TRANSFORMS)
+    if transform == "spline":
+        checks.integer("num_bins", num_bins, low=2, high=MAX_BINS)
+        checks.number("tail_bound", tail_bound, positive=True)
     normalization = "none" if normalization is None else normalization
     if normalization not in FLOW_NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {FLOW_NORMALIZATIONS}; got {normalization!r}")
@@ -187,7 +217,8 @@ def real_nvp_multiscale(
         raise ValueError(f"conditioner_normalization must be one of {NORMALIZATIONS}; got {conditioner_normalization!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-    builder = _Builder(num_scales=num_scales, normalization=normalization,
+    builder = _Builder(num_scales=num_scales, normalization=normalization, transform=transform, num_bins=num_bins,
+                       tail_bound=tail_bound, mixing=mixing,
                        conditioner_normalization=conditioner_normalization, log_scale_bound=log_scale_bound,
                        activation=activation, seed=seed, dtype=dtype, validate_args=validate_args, **counts)
     base = tfd.Sample(tfd.Normal(loc=tf.zeros([], dtype), scale=tf.ones([], dtype)), sample_shape=list(shape))
@@ -212,16 +243,26 @@ class _Builder:
 
     def _coupling(self, mask: np.ndarray, name: str, *, checkerboard: bool) -> list[tfb.Bijector]:
         s = self.settings
+        spline = s["transform"] == "spline"
         conditioner = ResNetConditioner(
             s["num_filters"], s["num_blocks"],
+            # A spline takes 3K - 1 parameters per entry, from the (shift, log_scale) pair's channels.
+            output_channels=-(-SplineCoupling.params_size(mask.shape, s["num_bins"]) // 2) if spline else None,
             # A checkerboard's squares look alike to a convolution: show it which ones it sees.
             mask=mask[..., :1] if checkerboard else None, context_size=s["context_size"],
             normalization=s["conditioner_normalization"], activation=s["activation"], seed=self._seed(),
             dtype=s["dtype"], name=f"{name}_conditioner",
         )
-        coupling = AffineCoupling(conditioner, mask=mask, log_scale_bound=s["log_scale_bound"],
-                                  validate_args=s["validate_args"], name=name)
-        steps: list[tfb.Bijector] = [coupling]
+        steps: list[tfb.Bijector] = []
+        if s["mixing"] == "1x1" and mask.shape[-1] > 1:  # one channel: nothing to mix
+            steps.append(LUMixing(mask.shape, seed=self._seed(), dtype=s["dtype"], validate_args=s["validate_args"],
+                                  name=f"{name}_1x1"))
+        if spline:
+            steps.append(SplineCoupling(conditioner, mask=mask, num_bins=s["num_bins"], tail_bound=s["tail_bound"],
+                                        validate_args=s["validate_args"], name=name))
+        else:
+            steps.append(AffineCoupling(conditioner, mask=mask, log_scale_bound=s["log_scale_bound"],
+                                        validate_args=s["validate_args"], name=name))
         kind = s["normalization"]
         if kind != "none":
             norm_class = BatchNormalization if kind == "batch" else ActNorm

@@ -1,13 +1,15 @@
-"""The Real NVP flow over vectors: affine couplings and permutations on a standard normal.
+"""The Real NVP flow over vectors: couplings and permutations on a standard normal.
 
 ```none
 x = g(z) = c_K o p_{K-1} o ... o p_1 o c_1 (z),     z ~ N(0, I_D)
 log p(x) = log N(g^{-1}(x); 0, I) + log|det d g^{-1}/dx|
-         = log N(z; 0, I) - sum_k sum s_k(.)          (each coupling's log-scales, at its input)
+         = log N(z; 0, I) - sum_k sum s_k(.)          (affine: each coupling's log-scales, at its input)
 ```
 
-with `c_k` affine couplings (`AffineCoupling`, the first `D // 2` coordinates unchanged) and
-`p_k` permutations (`tfb.Permute`, volume-preserving) that move the unchanged half.
+with `c_k` couplings (the first `D // 2` coordinates unchanged): affine (`AffineCoupling`, the
+paper's) or rational-quadratic splines (`SplineCoupling`, `transform="spline"`); and `p_k`
+permutations (`tfb.Permute`, volume-preserving) that move the unchanged half, or learned LU
+linear maps (`LUMixing`, `permutation="lu"`, log-det `sum log|diag U|`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp import checks
 from tfp_realnvp.bijectors.affine_coupling import AffineCoupling
-from tfp_realnvp.choices import PERMUTATIONS
+from tfp_realnvp.bijectors.coupling import Coupling
+from tfp_realnvp.bijectors.mixing import LUMixing, check_image_mixing, check_vector_mixing
+from tfp_realnvp.bijectors.spline_coupling import MAX_BINS, SplineCoupling
+from tfp_realnvp.choices import MIXINGS, PERMUTATIONS, TRANSFORMS
 from tfp_realnvp.conditioners.mlp import MLPConditioner
 from tfp_realnvp.flows.registry import register_flow
 from tfp_realnvp.tracking import parts
@@ -47,8 +53,11 @@ def permutation_indices(
     config, so a saved model does not depend on numpy drawing the same ones again.
 
     Raises:
-      ValueError: For an unknown `permutation`, or `"random"` with `seed=None`.
+      ValueError: For an unknown `permutation` (or `"lu"`, a learned map, not indices), or
+        `"random"` with `seed=None`.
     """
+    if permutation == "lu":
+        raise ValueError("permutation='lu' is a learned linear map (LUMixing), not a list of indices")
     if permutation == "reverse":
         return [np.arange(event_size)[::-1].copy() for _ in range(num_couplings - 1)]
     if permutation == "random":
@@ -94,6 +103,10 @@ def real_nvp(
     hidden_units: Sequence[int] = (128, 128),
     permutation: str | Sequence[Sequence[int]] = "reverse",
     seed: int | None = 0,
+    transform: str = "affine",
+    num_bins: int = 8,
+    tail_bound: float = 3.0,
+    mixing: str = "none",
     log_scale_bound: str = "tanh",
     activation: str = "relu",
     dtype: str = "float32",
@@ -101,7 +114,7 @@ def real_nvp(
     validate_args: bool = False,
     name: str = "real_nvp",
 ) -> tfd.TransformedDistribution:
-    """A Real NVP density over vectors: affine couplings and permutations on a standard normal.
+    """A Real NVP density over vectors: couplings and permutations on a standard normal.
 
     The distribution is `x = f(z)`, `z ~ N(0, I)`, with `f = c_K o p_{K-1} o ... o p_1 o c_1`
     (couplings `c_k`, permutations `p_k`), so `log_prob(x) = log N(f^{-1}(x)) + log|det
@@ -113,15 +126,26 @@ def real_nvp(
 
     Args:
       event_shape: Number of features `D`, at least 2 (or `[D]`).
-      num_couplings: Number of affine couplings. Defaults to 8.
+      num_couplings: Number of couplings. Defaults to 8.
       hidden_units: Hidden widths of each coupling's `MLPConditioner`. Defaults to
         `(128, 128)`.
-      permutation: `"reverse"`, `"random"` (drawn from `seed`), or the `num_couplings - 1`
-        permutations themselves, as lists of indices. Defaults to `"reverse"`.
+      permutation: `"reverse"`, `"random"` (drawn from `seed`), `"lu"` (a learned
+        LU-decomposed linear map, `LUMixing`, starting as a permutation drawn from `seed`), or
+        the `num_couplings - 1` permutations themselves, as lists of indices. Defaults to
+        `"reverse"`.
       seed: Seed of the random permutations and of the conditioners' initial weights.
         Defaults to 0.
-      log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`.
-        Defaults to `"tanh"`.
+      transform: The couplings' elementwise map: `"affine"` (`AffineCoupling`, the paper's) or
+        `"spline"` (`SplineCoupling`, Neural Spline Flows' rational-quadratic spline). Defaults
+        to `"affine"`.
+      num_bins: Bins of each spline (`transform="spline"`), in `[2, 64]`. Defaults to 8.
+      tail_bound: The spline's box `[-B, B]` (identity outside; `transform="spline"`), a finite
+        number > 0. Defaults to 3.0.
+      mixing: `"none"` only: Glow's `"1x1"` mixing is `real_nvp_multiscale`'s, for images (this
+        flow's learned mixing is `permutation="lu"`); taken so the same options can be tried on
+        either flow and a vector event gets one clear error. Defaults to `"none"`.
+      log_scale_bound: `"tanh"`, `"sigmoid"` or `"unbounded"`; see `AffineCoupling`
+        (`transform="affine"` only). Defaults to `"tanh"`.
       activation: Hidden activation of the conditioners. Defaults to `"relu"`.
       dtype: `"float32"` or `"float64"`. Defaults to `"float32"`.
       context_size: For a conditional density `p(x | context)`: the number of context
@@ -132,12 +156,14 @@ def real_nvp(
       name: Name of the distribution. Defaults to `"real_nvp"`.
 
     Returns:
-      A `tfd.TransformedDistribution` whose bijector is a `tfb.Chain` of `AffineCoupling` and
-      `tfb.Permute`; its `trainable_variables` holds every conditioner weight.
+      A `tfd.TransformedDistribution` whose bijector is a `tfb.Chain` of couplings and
+      `tfb.Permute` (or `LUMixing`); its `trainable_variables` holds every weight.
 
     Raises:
-      ValueError: For an event that is not a vector of size >= 2, `num_couplings < 1`, a
-        non-float `dtype`, or an unknown or malformed `permutation` or `log_scale_bound`.
+      ValueError: For an event that is not a vector of size >= 2 (`permutation="lu"` on an
+        image event says so), `num_couplings < 1`, a non-float `dtype`, an unknown
+        `transform`, `num_bins` outside `[2, 64]`, a `tail_bound` that is not a finite number
+        > 0, or an unknown or malformed `permutation` or `log_scale_bound`.
 
     Example:
 
@@ -151,14 +177,22 @@ def real_nvp(
       [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real
           NVP. ICLR 2017. https://arxiv.org/abs/1605.08803
     """
+    if checks.one_of("mixing", "none" if mixing is None else mixing, MIXINGS) == "1x1":
+        check_image_mixing(checks.event_shape(event_shape))
+    learned = isinstance(permutation, str) and permutation == "lu"
+    if learned:
+        check_vector_mixing(checks.event_shape(event_shape))
     event_size = _event_size(event_shape)
-    if isinstance(num_couplings, bool) or not isinstance(num_couplings, (int, np.integer)) or num_couplings < 1:
-        raise ValueError(f"num_couplings must be an integer >= 1; got {num_couplings!r}")
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-    if isinstance(context_size, bool) or not isinstance(context_size, (int, np.integer)) or context_size < 0:
-        raise ValueError(f"context_size must be a non-negative integer; got {context_size!r}")
-    if isinstance(permutation, str):
+    num_couplings = checks.integer("num_couplings", num_couplings, low=1)
+    dtype = checks.dtype(dtype)
+    context_size = checks.context_size(context_size)
+    checks.one_of("transform", transform, TRANSFORMS)
+    if transform == "spline":
+        checks.integer("num_bins", num_bins, low=2, high=MAX_BINS)
+        checks.number("tail_bound", tail_bound, positive=True)
+    if learned:
+        permutations = []
+    elif isinstance(permutation, str):
         permutations = permutation_indices(event_size, num_couplings, permutation=permutation, seed=seed)
     else:
         permutations = _explicit_permutations(permutation, event_size, num_couplings)
@@ -168,28 +202,37 @@ def real_nvp(
         if seed is None
         else np.random.default_rng([seed, 1]).integers(2**30, size=num_couplings).tolist()
     )
+    transformed = event_size - num_masked
+    # A spline takes 3K - 1 parameters per entry, from the conditioner's (shift, log_scale) pair.
+    outputs = transformed if transform == "affine" else -(-SplineCoupling.params_size((transformed,), num_bins) // 2)
+    mixing_seeds = (
+        [None] * num_couplings
+        if seed is None
+        else np.random.default_rng([seed, 4]).integers(2**30, size=num_couplings).tolist()
+    )
     steps = []  # in the generative (forward) order: c_1, p_1, c_2, ..., c_K
     for k in range(num_couplings):
         conditioner = MLPConditioner(
             hidden_units,
-            output_shape=(event_size - num_masked,),
+            output_shape=(outputs,),
             activation=activation,
             context_size=int(context_size),
             dtype=dtype,
             seed=layer_seeds[k],
             name=f"conditioner_{k}",
         )
-        steps.append(
-            AffineCoupling(
-                conditioner,
-                num_masked=num_masked,
-                event_shape=(event_size,),
-                log_scale_bound=log_scale_bound,
-                validate_args=validate_args,
-                name=f"affine_coupling_{k}",
-            )
-        )
-        if k < num_couplings - 1:
+        split = dict(num_masked=num_masked, event_shape=(event_size,), validate_args=validate_args)
+        if transform == "affine":
+            coupling = AffineCoupling(conditioner, log_scale_bound=log_scale_bound, name=f"affine_coupling_{k}",
+                                      **split)
+        else:
+            coupling = SplineCoupling(conditioner, num_bins=num_bins, tail_bound=tail_bound,
+                                      name=f"spline_coupling_{k}", **split)
+        steps.append(coupling)
+        if k < num_couplings - 1 and learned:
+            steps.append(LUMixing((event_size,), seed=mixing_seeds[k], dtype=dtype, validate_args=validate_args,
+                                  name=f"lu_mixing_{k}"))
+        elif k < num_couplings - 1:
             steps.append(
                 tfb.Permute(permutations[k], validate_args=validate_args, name=f"permute_{k}")
             )
@@ -204,14 +247,15 @@ def real_nvp(
     )
 
 
-def coupling_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -> Iterator[AffineCoupling]:
-    """Yields every `AffineCoupling` inside a bijector or distribution, in the order of its arguments.
+def coupling_layers(bijector_or_distribution: tfb.Bijector | tfd.Distribution) -> Iterator[Coupling]:
+    """Yields every coupling (`AffineCoupling`, `SplineCoupling`) inside a bijector or distribution, in
+    the order of its arguments.
 
     For a `real_nvp` flow that is the generative order reversed (`tfb.Chain` lists its last
     bijector first): the coupling applied last to the latent comes first.
     """
     for part in parts(bijector_or_distribution):
-        if isinstance(part, AffineCoupling):
+        if isinstance(part, Coupling):
             yield part
 
 

@@ -23,13 +23,17 @@ from tfp_realnvp.export.onnx import run_onnx
 from tfp_realnvp.export.saved_model import load_exported_model
 
 # name -> FlowModel arguments: tiny, and together every kind of flow (vector, conditional, multi-scale
-# image with ActNorm, integer data with the logit).
+# image with ActNorm and Glow's 1x1 mixing, integer data with the logit, spline couplings, LU mixing,
+# whitening).
 FLOWS = {
     "real_nvp_conditional": dict(event_size=3, num_couplings=2, hidden_units=(8,), context_size=2),
     "multiscale_integer": dict(event_shape=(4, 4, 1), flow="real_nvp_multiscale", num_scales=1, num_filters=4,
                                num_blocks=1, num_checkerboard_couplings=1, num_channel_couplings=1,
                                num_final_couplings=1, normalization="actnorm", standardize=False,
-                               integer_levels=4, logit_alpha=0.05),
+                               integer_levels=4, logit_alpha=0.05, mixing="1x1"),
+    # The spline coupling, the learned LU mixing and the whitening of your own tables.
+    "real_nvp_spline_lu_whitened": dict(event_size=3, num_couplings=2, hidden_units=(8,), transform="spline",
+                                        num_bins=4, permutation="lu", whiten=True),
 }
 FORMATS = {"onnx": (export_onnx, run_onnx, ".onnx"), "litert": (export_litert, run_litert, ".tflite")}
 

@@ -17,9 +17,12 @@ full-covariance Gaussian of the training rows. Training can only move from there
 stopping that measures the start (`tfp_realnvp.callbacks.EarlyStoppingFromStart`) keeps it
 when no epoch beats it on validation.
 
-The map is TFP's own `tfb.Shift` after `tfb.ScaleMatvecTriL` (its log-determinant is the plain
-sum of `log|L_dd|`), reading `m` and `L` from the Keras weights of `Whitening` at call time,
-so a loaded or exported model carries them.
+The map is `tfb.Shift` after a triangular scale whose inverse multiplies by `L^{-1}`, fitted
+with `L` (in float64) and kept beside it, where `tfb.ScaleMatvecTriL` solves a triangular
+system: both directions are then plain matrix products, which tf2onnx converts (it has no
+`MatrixTriangularSolve`), and the log-determinant is the plain sum of `log|L_dd|`. Both read
+`m`, `L` and `L^{-1}` from the Keras weights of `Whitening` at call time, so a loaded or
+exported model carries them.
 
 Tables that have no maximum-likelihood Gaussian are refused by `fit_gaussian`, with the
 columns named: fewer than two rows, no more rows than columns (the covariance of `n` rows has
@@ -35,6 +38,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = [
@@ -151,10 +155,17 @@ class Whitening(keras.layers.Layer):
         d = self.event_size
         self.mean = self.add_weight(name="mean", shape=(d,), initializer="zeros", trainable=False)
         self.scale_tril = self.add_weight(name="scale_tril", shape=(d, d), initializer="identity", trainable=False)
+        self.inverse_tril = self.add_weight(name="inverse_tril", shape=(d, d), initializer="identity",
+                                            trainable=False)
         self.built = True
         # Reads the variables at call time, so adapt() and load_weights() take effect.
-        self._bijector = tfb.Chain([tfb.Shift(self.mean.value), tfb.ScaleMatvecTriL(self.scale_tril.value)],
-                                   name="whitening")
+        scale = tfb.Inline(
+            forward_fn=lambda u: tf.linalg.matvec(self.scale_tril.value, u),
+            inverse_fn=lambda w: tf.linalg.matvec(self.inverse_tril.value, w),
+            inverse_log_det_jacobian_fn=lambda w: -tf.reduce_sum(
+                tf.math.log(tf.abs(tf.linalg.diag_part(self.scale_tril.value)))),
+            forward_min_event_ndims=1, is_constant_jacobian=True, name="triangular_scale")
+        self._bijector = tfb.Chain([tfb.Shift(self.mean.value), scale], name="whitening")
 
     def bijector(self) -> tfb.Bijector:
         """`w = L u + m`: the flow's space to data space."""
@@ -165,6 +176,9 @@ class Whitening(keras.layers.Layer):
         mean, tril = fit_gaussian(rows, names=names)
         self.mean.assign(mean.astype(self.mean.dtype))
         self.scale_tril.assign(tril.astype(self.scale_tril.dtype))
+        # L^{-1} of a well-conditioned triangular factor (fit_gaussian refuses the others), in float64.
+        inverse = np.linalg.solve(tril, np.eye(len(tril)))
+        self.inverse_tril.assign(np.tril(inverse).astype(self.inverse_tril.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "event_size": self.event_size}

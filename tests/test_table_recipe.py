@@ -79,3 +79,13 @@ def test_readme_quotes_the_recipe_lines(rows, columns):
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     _, line = adapt_to_table(TrainingConfig.for_dataset("csv:t.csv"), _table(rows, columns))
     assert f"  {line}\n" in readme
+
+
+def test_a_run_without_standardisation_says_why_it_is_not_whitened():
+    # A settings file may keep standardize off while whiten is still the recipe's to choose: the
+    # line must not claim a per-column standardisation, nor too few rows.
+    config = TrainingConfig.from_dict({**TrainingConfig.for_dataset("csv:t.csv").to_dict(), "standardize": False})
+    assert "whiten" in config.adapt_to_table
+    adapted, line = adapt_to_table(config, _table(142, 13))
+    assert not adapted.whiten and not adapted.standardize
+    assert "no whitening (standardize is off)" in line and "per-column standardisation" not in line

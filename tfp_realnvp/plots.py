@@ -325,7 +325,7 @@ def samples_figure(
         shown_data = _subset(data, count, seed) if data is not None else None
         panels = [(_samples(model, count, seed, t, contexts), f"Samples (T={t:g})") for t in temperatures]
         if levels:  # dequantized samples, floored back to the integer levels
-            panels = [(np.clip(np.floor(samples), 0, levels - 1), name) for samples, name in panels]
+            panels = [(model.to_levels(samples), name) for samples, name in panels]
             value_range, label = (0, levels - 1), f"pixel level (0..{levels - 1})"
         else:  # continuous values: the central 99% of what is shown
             shown = np.concatenate([p[0] for p in panels]) if shown_data is None else shown_data
@@ -401,7 +401,7 @@ def classes_figure(
     if shape is not None:
         levels = model.get_config().get("integer_levels")
         if levels:
-            samples = np.clip(np.floor(samples), 0, levels - 1)
+            samples = model.to_levels(samples)
         h, w = shape
         mosaic = np.full((classes * (h + 1) - 1, per_class * (w + 1) - 1), np.nan)
         for k, image in enumerate(samples):

@@ -21,7 +21,7 @@ validation_split 0.2 below 2 000 rows (early stopping needs a validation set it 
 ```
 
 A field given explicitly (a command-line option, a `for_dataset`/`replace` change) is not in
-`adapt_to_table` and stays as given. Imports neither TensorFlow nor numpy.
+`adapt_to_table` and stays as given.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tfp_realnvp.examples import context_columns, split_sizes
+from tfp_realnvp.examples import feature_count, split_sizes
 from tfp_realnvp.training import TABLE_FIELDS, TrainingConfig
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def adapt_to_table(config: TrainingConfig, data: Dataset) -> tuple[TrainingConfi
 
     The configuration returned has `adapt_to_table == ()`: it is the run, ready to save and repeat.
     """
-    d = data.event_size - len(context_columns(config, data))
+    d = feature_count(config, data)
     fixed_split = None if "validation_split" in config.adapt_to_table else config.validation_split
     choices = table_choices(data.num_train, d, validation_split=fixed_split)
     split = choices["validation_split"]
@@ -80,7 +80,8 @@ def adapt_to_table(config: TrainingConfig, data: Dataset) -> tuple[TrainingConfi
     chosen = {name: value for name, value in choices.items() if name in config.adapt_to_table}
     options = {name.split(".", 1)[1]: value for name, value in chosen.items() if name.startswith("flow_options.")}
     fields = {name: value for name, value in chosen.items() if not name.startswith("flow_options.")}
-    if fields.get("whiten") and not config.standardize:
+    unstandardised = bool(fields.get("whiten")) and not config.standardize
+    if unstandardised:  # whitening is a standardisation: off with standardize
         fields["whiten"] = False
     adapted = TrainingConfig.from_dict({**config.to_dict(), **fields, "adapt_to_table": [],
                                         "flow_options": {**config.flow_options, **options}})
@@ -88,6 +89,7 @@ def adapt_to_table(config: TrainingConfig, data: Dataset) -> tuple[TrainingConfi
     said = []
     if "whiten" in chosen:
         said.append("starts at the rows' full-covariance Gaussian (whiten)" if adapted.whiten else
+                    "no whitening (standardize is off)" if unstandardised else
                     f"per-column standardisation (fewer than 2x{d} rows for a full covariance)")
     if options:
         said.append(f"{adapted.flow_options.get('num_couplings')} couplings of "

@@ -82,7 +82,7 @@ def fixed_inputs(model: FlowModel, rows: int = ROWS, seed: int = 0) -> dict[str,
     }
     levels = model.preprocessing.integer_levels
     if levels is not None:
-        inputs["log_prob_integer"] = {"x": np.clip(np.floor(x), 0, levels - 1).astype(dtype), **context}
+        inputs["log_prob_integer"] = {"x": model.to_levels(x).astype(dtype), **context}
     return inputs
 
 

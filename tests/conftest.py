@@ -110,3 +110,19 @@ def variant(request) -> Variant:
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request) -> str:
     return request.param
+
+
+# The files whose module fixtures train, convert or start processes, longest first: collected first,
+# so that pytest-xdist (`--dist loadfile`, pyproject.toml) hands them out before the short files and
+# the two workers finish together instead of one waiting on the other's last long file.
+_LONG_FILES = ("test_cli.py", "test_faults.py", "test_model.py", "test_export_runtimes.py", "test_properties.py",
+               "test_readme.py", "test_export.py", "test_package.py", "test_backup.py", "test_multiscale.py",
+               "test_training.py", "test_conditional.py", "test_inside_tfp.py", "test_shipped_models.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)
+
+    items.sort(key=rank)  # stable: a file's own tests keep their order

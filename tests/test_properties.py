@@ -319,8 +319,10 @@ FAMILIES: dict[str, Family] = {
     "lu_mixing": Family(_lu_mixing_spec, _lu_mixing),
 }
 
-# Examples per property and family (all families run each property).
-EXAMPLES = {"round_trip": 12, "log_det_negation": 8, "log_det_autodiff": 8, "shapes": 8, "finite": 10}
+# Examples per property and family (all families run each property): 8 families now share the
+# suite's 6-minute budget that 6 shared before, so each draws a few fewer (the float64 autodiff
+# Jacobians cost most); derandomized, the same examples every run.
+EXAMPLES = {"round_trip": 10, "log_det_negation": 6, "log_det_autodiff": 5, "shapes": 6, "finite": 8}
 PROPERTIES = len(EXAMPLES)
 
 

@@ -294,7 +294,8 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_unknown_name_lists_the_valid_ones():
     expected = ("unknown dataset 'moons'; expected one of two_moons, checkerboard, eight_gaussians, pinwheel, "
-                "digits, or 'csv:PATH' / 'npy:PATH' for your own data (did you mean 'two_moons'?)")
+                "digits, or 'csv:PATH' / 'npy:PATH' / 'tfrecord:PATH' (a file or a glob of shards) for your own data "
+                "(did you mean 'two_moons'?)")
     with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
         load_dataset("moons")
     with pytest.raises(DataError, match=r"for your own data$"):  # nothing close: no suggestion

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import json
 import math
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -360,66 +355,3 @@ def test_short_fit_on_two_moons_clears_a_loose_bar():
     model.fit(_moons(8000, 0), epochs=16, batch_size=128, verbose=0)
     nll = -float(np.mean(model.log_prob(_moons(2000, 1))))
     assert nll < 0.8, f"test NLL {nll:.3f} nats after a short fit; expected < 0.8"
-
-
-def _distributed_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.fixture(scope="module")
-def distributed(tmp_path_factory):
-    """Both strategies at once, in three processes started together (each pays TensorFlow's import):
-    two workers of a MultiWorkerMirroredStrategy cluster on loopback, and one process that trains on
-    one device and under MirroredStrategy over two logical CPUs (and the single-device reference of
-    the workers' dataset run)."""
-    out = tmp_path_factory.mktemp("distributed")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    script = str(HERE / "_distributed.py")
-    argv = {f"w{index}": ([script, "worker", str(out / f"w{index}.npz")], {"TF_CONFIG": json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}})}) for index in range(2)}
-    argv["mirrored"] = ([script, "mirrored", str(out / "mirrored.json"), str(out / "single.npz")], {})
-    procs = {name: subprocess.Popen([sys.executable, *args], env=_distributed_env(**env), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True) for name, (args, env) in argv.items()}
-    try:
-        outputs = {name: p.communicate(timeout=300) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.kill()
-    for name, p in procs.items():
-        assert p.returncode == 0, f"{name}: {outputs[name][1][-3000:]}"
-    return out
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_matches_one_device(distributed):
-    result = json.loads((distributed / "mirrored.json").read_text())
-    assert result["replicas"] == 2
-    assert result["steps_per_execution"] == [16, 1]  # the default: Keras's multi-step loop fails on 2 replicas
-    # Same data, batches and init; the two replicas' gradients are summed in a different
-    # order than one device's: float32 rounding only.
-    np.testing.assert_allclose(result["mirrored_losses"], result["single_losses"], rtol=1e-5)
-    assert result["max_weight_diff"] < 1e-5, result
-    assert result["max_weight_change"] > 1e-2
-
-
-@pytest.mark.slow
-def test_multi_worker_fit_on_loopback(distributed):
-    w0, w1, ref = (np.load(distributed / f"{name}.npz") for name in ("w0", "w1", "single"))
-    assert int(w0["replicas"]) == 2
-    weights = [k for k in w0.files if k.startswith("arr_")]
-    for k in weights:
-        np.testing.assert_array_equal(w0[k], w1[k])  # the workers agree exactly
-        # Each worker takes half of every global batch; the all-reduced gradient equals the
-        # single process's up to float32 summation order.
-        np.testing.assert_allclose(w0[k], ref[k], atol=1e-5)

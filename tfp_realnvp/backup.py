@@ -19,6 +19,13 @@ things do not come back with it, and `TrainingBackup` keeps them:
   its predecessor the same way. That rename is the commit: a kill before it leaves the previous
   backup whole, a kill after it the new one. Files no longer named are removed afterwards.
 
+In a multi-worker job (`tf.distribute.MultiWorkerMirroredStrategy`), Keras's multi-worker
+contract holds: the chief's backup is the job's, every worker restores from it when the job is
+restarted (so all go on from the same epoch with the same weights), and the other workers
+write none (in Keras 2 they wrote to temporary directories and deleted them, because saving
+was a collective operation; saving Keras 3 weights is not). The backup directory must
+therefore be one that every worker reads, as a run directory on a shared file system is.
+
 The backup is written at the end of each epoch (`save_freq="epoch"`, also with
 `steps_per_execution > 1` and XLA, whose batch-level hooks run once per call), so a kill loses
 at most the epoch in progress. The backup directory is removed when `fit` ends normally.
@@ -88,6 +95,14 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         self.history, self.resumed_from = {}, 0
         self._load_model()
 
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._writes():  # the chief's backup is the job's: only it removes it
+            super().on_train_end(logs)
+
+    def _writes(self) -> bool:
+        """Whether this process writes the backup: all but a multi-worker job's non-chief workers."""
+        return bool(self.model.distribute_strategy.extended.should_checkpoint)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
@@ -131,6 +146,8 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         return state
 
     def _save_model(self) -> None:
+        if not self._writes():
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         epoch = self._current_epoch
         weights = f"epoch-{epoch}.weights.h5"

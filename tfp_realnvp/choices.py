@@ -13,6 +13,8 @@ import difflib
 __all__ = [
     "BUILTIN_DATASETS",
     "BUILTIN_FLOWS",
+    "DISTRIBUTIONS",
+    "FILE_KINDS",
     "LOG_SCALE_BOUNDS",
     "MIXINGS",
     "PERMUTATIONS",
@@ -38,8 +40,15 @@ convolution (`bijectors.mixing.LUMixing` over the channels)."""
 BUILTIN_FLOWS: tuple[str, ...] = ("real_nvp", "real_nvp_multiscale")
 """The flow builders registered by the package itself; `register_flow` adds a user's."""
 
+DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
+"""How `fit_flow` spreads training: one device, MirroredStrategy, MultiWorkerMirroredStrategy
+(`tfp_realnvp.distribution`)."""
+
 BUILTIN_DATASETS: tuple[str, ...] = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "digits")
-"""The datasets `load_dataset` knows by name; `csv:PATH` and `npy:PATH` load a user's."""
+"""The datasets `load_dataset` knows by name; `csv:PATH`, `npy:PATH` and `tfrecord:PATH` load a user's."""
+
+FILE_KINDS: tuple[str, ...] = ("csv", "npy", "tfrecord")
+"""The formats of a user's data, `KIND:PATH` with PATH a file or a glob of shards (`tfp_realnvp.data`)."""
 
 
 def unknown_dataset(spec: str) -> str | None:
@@ -58,17 +67,19 @@ def unknown_dataset(spec: str) -> str | None:
       The error message, or `None`.
     """
     kind, sep, _ = spec.partition(":")
-    if spec in BUILTIN_DATASETS or (sep and kind in ("csv", "npy")):
+    if spec in BUILTIN_DATASETS or (sep and kind in FILE_KINDS):
         return None
     hint = ""
     lowered = spec.lower()
-    for ext in ("csv", "npy"):
+    for ext in FILE_KINDS:
         if lowered.endswith("." + ext):
             hint = f" (did you mean '{ext}:{spec}'?)"
+    if lowered.endswith((".tfrec", ".records")):
+        hint = f" (did you mean 'tfrecord:{spec}'?)"
     if lowered.endswith((".txt", ".tsv")):
         hint = f" (did you mean 'csv:{spec}'?)"
     close = difflib.get_close_matches(lowered, BUILTIN_DATASETS, n=1)
     if not hint and close:
         hint = f" (did you mean '{close[0]}'?)"
     return (f"unknown dataset {spec!r}; expected one of {', '.join(BUILTIN_DATASETS)}, "
-            f"or 'csv:PATH' / 'npy:PATH' for your own data{hint}")
+            f"or 'csv:PATH' / 'npy:PATH' / 'tfrecord:PATH' (a file or a glob of shards) for your own data{hint}")

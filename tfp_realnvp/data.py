@@ -50,6 +50,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import re
@@ -61,7 +62,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from tfp_realnvp import checks
-from tfp_realnvp.choices import BUILTIN_DATASETS, unknown_dataset
+from tfp_realnvp.choices import BUILTIN_DATASETS, FILE_KINDS, unknown_dataset
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -159,6 +160,7 @@ def load_dataset(
     dtype: npt.DTypeLike = "float32",
     test_fraction: float = 0.2,
     stream_threshold_bytes: int = 512 * 2**20,
+    feature_key: str | None = None,
 ) -> Dataset:
     """Loads a built-in dataset or a user's CSV/NPY file, validated and split into train and test.
 
@@ -178,8 +180,11 @@ def load_dataset(
         dtype: Float dtype of the returned rows. Defaults to `"float32"`.
         test_fraction: Digits and files: fraction of rows in the test set, in (0, 1); the test set gets
             `ceil(n * test_fraction)` rows. Ignored by the toy sets. Defaults to 0.2.
-        stream_threshold_bytes: Files larger than this many bytes are streamed from disk through `tf.data`
-            instead of loaded (see `Dataset.stream`). Defaults to 512 MiB.
+        stream_threshold_bytes: Files larger than this many bytes (shards: together) are streamed from disk
+            through `tf.data` instead of loaded (see `Dataset.stream`). Defaults to 512 MiB.
+        feature_key: TFRecord only: the feature of each `tf.train.Example` that holds the row (a
+            `float_list` of the same length in every record). Defaults to `None`: the records' only float
+            feature.
 
     Returns:
         A `Dataset`.
@@ -208,9 +213,12 @@ def load_dataset(
         checks.integer("stream_threshold_bytes", stream_threshold_bytes, low=0)
 
     kind, sep, path = spec.partition(":")
-    is_file = bool(sep) and kind in ("csv", "npy")
+    is_file = bool(sep) and kind in FILE_KINDS
     if header is not None and not (is_file and kind == "csv"):
         raise DataError(f"header applies only to 'csv:PATH' datasets, got header={header!r} for {spec!r}")
+    if feature_key is not None and not (is_file and kind == "tfrecord"):
+        raise DataError(f"feature_key applies only to 'tfrecord:PATH' datasets, got feature_key={feature_key!r} "
+                        f"for {spec!r}")
 
     if spec == "two_moons":
         return _two_moons(num_train, num_test, seed, np_dtype)
@@ -221,16 +229,14 @@ def load_dataset(
     if is_file:
         if not path:
             raise DataError(f"{spec!r} names no file; expected '{kind}:PATH'")
-        full_path = os.path.expanduser(path)
-        if not os.path.exists(full_path):
-            raise DataError(f"no such file: {path}")
-        if os.path.isdir(full_path):
-            raise DataError(f"no such file: {path} (it is a directory)")
-        streamed = os.path.getsize(full_path) > stream_threshold_bytes
+        shards = _shards(kind, path)
+        streamed = sum(os.path.getsize(full) for _, full in shards) > stream_threshold_bytes
         options = _FileOptions(
-            spec=spec, path=path, full_path=full_path, dtype=np_dtype, seed=seed, test_fraction=test_fraction,
-            num_train=num_train, num_test=num_test,
+            spec=spec, path=path, full_path=shards[0][1], dtype=np_dtype, seed=seed, test_fraction=test_fraction,
+            num_train=num_train, num_test=num_test, shards=tuple(shards),
         )
+        if kind == "tfrecord":  # read by TensorFlow's record reader: streamed whatever the size
+            return _load_tfrecord(options, feature_key)
         if kind == "csv":
             return _load_csv(options, header=header, streamed=streamed)
         return _load_npy(options, streamed=streamed)
@@ -504,12 +510,13 @@ def _stream_count(available: int, limit: int | None, option: str, split: str, so
 class _FileOptions:
     spec: str
     path: str  # as the user wrote it, for messages
-    full_path: str  # user-expanded, for opening
+    full_path: str  # user-expanded, for opening: the first shard's
     dtype: np.dtype
     seed: int
     test_fraction: float
     num_train: int | None
     num_test: int | None
+    shards: tuple[tuple[str, str], ...] = ()  # every file: (as matched, for messages; user-expanded)
 
 
 def _file_dataset(options: _FileOptions, train: np.ndarray, test: np.ndarray, event_size: int,
@@ -586,7 +593,8 @@ def _count_nonblank_lines(full_path: str) -> int:
 
 
 def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> Dataset:
-    path = options.path
+    """One CSV file, or several shards read one after the other: the same columns (and header) in each."""
+    path = options.shards[0][0]
     first = _first_lines(options.full_path, 2)
     if not first:
         raise DataError(f"{path} is empty; expected rows of comma-separated numbers")
@@ -600,30 +608,46 @@ def _load_csv(options: _FileOptions, *, header: bool | None, streamed: bool) -> 
                 f"non-numeric cell at row {first_line}, column {col + 1} of {path}: '{first_cells[col]}' "
                 f"(expected a number; if row {first_line} is a header, pass header=True)"
             )
-    if header and len(first) < 2:
+    if header and len(first) < 2 and len(options.shards) == 1:
         raise DataError(f"{path} has 0 data row(s); needs at least 2 rows to split into train and test")
-    header_line = first_line if header else None
-    data_first = first[1] if header else first[0]
-    num_columns = len(data_first[1])
-    if header and len(first_cells) != num_columns:
+    data_first = first[1] if header and len(first) > 1 else first[0]
+    num_columns = len(first_cells) if header else len(data_first[1])
+    if header and len(first) > 1 and len(first_cells) != len(data_first[1]):
         raise DataError(
             f"header row {first_line} of {path} has {len(first_cells)} names but row {data_first[0]} has "
-            f"{num_columns} values; expected one name per column"
+            f"{len(data_first[1])} values; expected one name per column"
         )
-    what = f"CSV file {path}: {num_columns} columns" + (f", header row {header_line}" if header else "")
+    header_lines = [first_line if header else None]
+    for shown, full in options.shards[1:]:  # each shard's first lines, before anything is read
+        lines = _first_lines(full, 2)
+        if not lines:
+            raise DataError(f"shard {shown} of {options.spec} is empty; expected rows of comma-separated numbers")
+        line_no, cells = lines[0]
+        if header and cells != first_cells:
+            raise DataError(f"shard {shown} of {options.spec} starts with row {line_no} {cells} but {path} with the "
+                            f"header {first_cells}; expected the same header in every shard")
+        width_line = lines[1] if header and len(lines) > 1 else None if header else lines[0]
+        if width_line is not None and len(width_line[1]) != num_columns:
+            raise DataError(f"row {width_line[0]} of shard {shown} has {len(width_line[1])} values, expected "
+                            f"{num_columns} like the first data row of {path}")
+        header_lines.append(line_no if header else None)
+    many = len(options.shards) > 1
+    what = (f"CSV {'shards' if many else 'file'} {options.path}" + (f" ({len(options.shards)} files)" if many else "")
+            + f": {num_columns} columns" + (f", header row {first_line}" if header else ""))
     columns = tuple(first_cells) if header else None
 
     def blocks() -> Iterator[np.ndarray]:
-        for first_line, lines in _csv_line_chunks(options.full_path, header_line):
-            yield _parse_csv_lines(first_line, lines, path, num_columns, options.dtype)
+        for (shown, full), header_line in zip(options.shards, header_lines):
+            for chunk_line, lines in _csv_line_chunks(full, header_line):
+                yield _parse_csv_lines(chunk_line, lines, shown, num_columns, options.dtype)
 
     if streamed:
-        num_rows = _count_nonblank_lines(options.full_path) - (1 if header else 0)
+        num_rows = sum(_count_nonblank_lines(full) - (1 if header else 0) for _, full in options.shards)
         return _streamed_dataset(options, _row_stream(blocks, num_columns, options), num_rows, num_columns, what,
                                  columns)
     chunks = list(blocks())
     rows = np.concatenate(chunks) if chunks else np.zeros((0, num_columns), options.dtype)
-    train, test = _seeded_split(rows, path, options.seed, options.test_fraction)
+    train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
     return _file_dataset(options, train, test, num_columns, what, columns)
 
 
@@ -709,10 +733,9 @@ def _row_stream(blocks: Callable[[], Iterator[np.ndarray]], num_columns: int,
 # NPY -------------------------------------------------------------------------------------------------------
 
 
-def _open_npy(options: _FileOptions) -> np.ndarray:
+def _open_npy(path: str, full_path: str) -> np.ndarray:
     """Memory-maps a .npy file after checking its header: reads no data, so it serves both paths."""
-    path = options.path
-    with open(options.full_path, "rb") as f:
+    with open(full_path, "rb") as f:
         magic = f.read(len(np.lib.format.MAGIC_PREFIX))
     if not magic:
         raise DataError(f"{path} is empty; expected a 2-D numeric array saved with np.save")
@@ -721,7 +744,7 @@ def _open_npy(options: _FileOptions) -> np.ndarray:
     if magic != np.lib.format.MAGIC_PREFIX:
         raise DataError(f"{path} is not a valid .npy file (no .npy header); expected an array saved with np.save")
     try:
-        array = np.load(options.full_path, mmap_mode="r", allow_pickle=False)
+        array = np.load(full_path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
         if "Python objects" in str(error):
             raise DataError(
@@ -740,39 +763,164 @@ def _open_npy(options: _FileOptions) -> np.ndarray:
     return array
 
 
-def _npy_non_finite(block: np.ndarray, first_row: int, options: _FileOptions) -> str | None:
+def _npy_non_finite(block: np.ndarray, first_row: int, path: str, dtype: np.dtype) -> str | None:
     bad = np.argwhere(~np.isfinite(block))
     if not len(bad):
         return None
     i, j = int(bad[0][0]) + first_row, int(bad[0][1])
-    return (f"non-finite value at row {i + 1}, column {j + 1} of {options.path} (index [{i}, {j}]): "
-            f"{block[i - first_row, j]}{_non_finite_hint(options.dtype)}")
+    return (f"non-finite value at row {i + 1}, column {j + 1} of {path} (index [{i}, {j}]): "
+            f"{block[i - first_row, j]}{_non_finite_hint(dtype)}")
 
 
 def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
-    array = _open_npy(options)
-    num_rows, num_columns = array.shape
-    what = f"NPY file {options.path}: array {array.shape} of {array.dtype}"
-    if not streamed:
-        with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
-            rows = np.array(array, dtype=options.dtype)  # reads the file
-        del array
-        message = _npy_non_finite(rows, 0, options)
-        if message:
-            raise DataError(message)
-        train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
-        return _file_dataset(options, train, test, num_columns, what)
-    del array  # each pipeline maps the file anew, so no file handle outlives them
+    """One .npy file, or several shards read one after the other: the same number of columns in each."""
+    arrays = [_open_npy(shown, full) for shown, full in options.shards]  # every header, before any data
+    num_columns = arrays[0].shape[1]
+    for (shown, _), array in zip(options.shards[1:], arrays[1:]):
+        if array.shape[1] != num_columns:
+            raise DataError(f"shard {shown} holds an array of shape {array.shape}; expected {num_columns} columns "
+                            f"like {options.shards[0][0]}")
+    counts = [array.shape[0] for array in arrays]
+    many = len(options.shards) > 1
+    what = (f"NPY shards {options.path} ({len(arrays)} files): {sum(counts)} rows of {num_columns} columns" if many
+            else f"NPY file {options.path}: array {arrays[0].shape} of {arrays[0].dtype}")
+    del arrays  # each read maps the files anew, so no file handle outlives it
     chunk_rows = max(1, _NPY_CHUNK_BYTES // (num_columns * options.dtype.itemsize))
 
     def blocks() -> Iterator[np.ndarray]:
-        rows = _open_npy(options)
-        for start in range(0, num_rows, chunk_rows):
-            with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
-                block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
-            message = _npy_non_finite(block, start, options)
-            if message:
-                raise DataError(message)
-            yield block
+        for shown, full in options.shards:
+            rows = _open_npy(shown, full)
+            for start in range(0, len(rows), chunk_rows):
+                with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
+                    block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
+                message = _npy_non_finite(block, start, shown, options.dtype)
+                if message:
+                    raise DataError(message)
+                yield block
 
-    return _streamed_dataset(options, _row_stream(blocks, num_columns, options), num_rows, num_columns, what)
+    if streamed:
+        return _streamed_dataset(options, _row_stream(blocks, num_columns, options), sum(counts), num_columns, what)
+    chunks = list(blocks())  # reads the files
+    rows = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+    train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
+    return _file_dataset(options, train, test, num_columns, what)
+
+
+# Shards and TFRecord ---------------------------------------------------------------------------------------
+
+
+def _shards(kind: str, path: str) -> list[tuple[str, str]]:
+    """The files `path` names: itself, or the matches of a glob in sorted order, as `(shown, opened)`."""
+    full = os.path.expanduser(path)
+    if not glob.has_magic(path):
+        if not os.path.exists(full):
+            raise DataError(f"no such file: {path}")
+        if os.path.isdir(full):
+            raise DataError(f"no such file: {path} (it is a directory)")
+        return [(path, full)]
+    matches = sorted(glob.glob(full))
+    if not matches:
+        raise DataError(f"{kind}:{path} matches no file; expected a glob of {kind.upper()} shards such as "
+                        f"'{kind}:data/part-*.{kind}'")
+    for match in matches:
+        if os.path.isdir(match):
+            raise DataError(f"{kind}:{path} matches the directory {match}; expected files only")
+    return [(match, match) for match in matches]
+
+
+_RECORD_BATCH = 4096  # records parsed at a time
+
+
+def _load_tfrecord(options: _FileOptions, feature_key: str | None) -> Dataset:
+    """TFRecord shards of `tf.train.Example`s whose feature `feature_key` holds a row of floats.
+
+    Every record is read once here, file by file, before training: its feature present, a float
+    list of the first record's length, finite; a corrupt record is found too. The count that
+    pass gives sizes the streamed split.
+    """
+    first_shown, first_full = options.shards[0]
+    try:
+        first = next(iter(tf.data.TFRecordDataset(first_full).take(1)), None)
+    except tf.errors.OpError as error:
+        raise DataError(f"cannot read {first_shown} as TFRecord ({_first_line(error)}); expected a TFRecord "
+                        "file of tf.train.Example records") from None
+    if first is None:
+        raise DataError(f"{first_shown} holds no record; expected tf.train.Example records")
+    try:
+        example = tf.train.Example.FromString(first.numpy())
+    except Exception:  # pylint: disable=broad-except  # protobuf's DecodeError
+        raise DataError(f"the first record of {first_shown} is not a tf.train.Example; expected tf.train.Example "
+                        "records with a float feature per row") from None
+    features = example.features.feature
+    floats = sorted(name for name in features if features[name].WhichOneof("kind") == "float_list")
+    if feature_key is None:
+        if len(floats) != 1:
+            raise DataError(f"the records of {first_shown} hold {len(floats)} float features ({', '.join(floats) or 'none'})"
+                            "; expected feature_key (--feature-key) naming the one that holds the row")
+        feature_key = floats[0]
+    elif feature_key not in floats:
+        held = ", ".join(f"{name} ({features[name].WhichOneof('kind')})" for name in sorted(features)) or "none"
+        raise DataError(f"the first record of {first_shown} has no float feature {feature_key!r}; its features: "
+                        f"{held}")
+    num_columns = len(features[feature_key].float_list.value)
+    if not num_columns:
+        raise DataError(f"feature {feature_key!r} of the first record of {first_shown} is empty; expected the row's "
+                        "values")
+    spec = {feature_key: tf.io.RaggedFeature(tf.float32)}
+    num_rows = 0
+    for shown, full in options.shards:
+        done = 0
+        try:
+            for batch in tf.data.TFRecordDataset(full).batch(_RECORD_BATCH):
+                values = tf.io.parse_example(batch, spec)[feature_key]
+                lengths = values.row_lengths().numpy()
+                wrong = np.flatnonzero(lengths != num_columns)
+                if wrong.size:
+                    k = int(wrong[0])
+                    raise DataError(f"record {done + k + 1} of {shown} holds {lengths[k]} values in feature "
+                                    f"{feature_key!r}; expected {num_columns} like the first record of {first_shown}")
+                finite = np.isfinite(values.flat_values.numpy().reshape(-1, num_columns)).all(axis=1)
+                if not finite.all():
+                    k = int(np.flatnonzero(~finite)[0])
+                    raise DataError(f"non-finite value in record {done + k + 1} of {shown}, feature {feature_key!r}"
+                                    f"{_non_finite_hint(np.dtype('float32'))}")
+                done += len(lengths)
+        except tf.errors.OpError as error:
+            raise DataError(f"cannot read record {done + 1} of {shown} ({_first_line(error)}); expected "
+                            f"uncorrupted tf.train.Example records with a float feature {feature_key!r}") from None
+        num_rows += done
+    files = [full for _, full in options.shards]
+    fixed = {feature_key: tf.io.FixedLenFeature([num_columns], tf.float32)}
+    dtype = tf.as_dtype(options.dtype)
+
+    @tf.autograph.experimental.do_not_convert
+    def parse(batch: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.io.parse_example(batch, fixed)[feature_key], dtype)
+
+    @tf.autograph.experimental.do_not_convert
+    def is_test(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
+        return _is_test_row(i, options.test_fraction)
+
+    @tf.autograph.experimental.do_not_convert
+    def is_train(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
+        return tf.logical_not(_is_test_row(i, options.test_fraction))
+
+    @tf.autograph.experimental.do_not_convert
+    def drop_index(i: tf.Tensor, row: tf.Tensor) -> tf.Tensor:
+        return row
+
+    def make_rows(want_test: bool) -> tf.data.Dataset:
+        rows = tf.data.TFRecordDataset(files).batch(_RECORD_BATCH).map(parse).unbatch()
+        return rows.enumerate().filter(is_test if want_test else is_train).map(drop_index)
+
+    many = len(files) > 1
+    what = (f"TFRecord {'shards' if many else 'file'} {options.path}" + (f" ({len(files)} files)" if many else "")
+            + f": feature {feature_key!r} of {num_columns} floats")
+    return _streamed_dataset(options, make_rows, num_rows, num_columns, what)
+
+
+def _first_line(error: Exception) -> str:
+    """TensorFlow's error message without its function-node and op decorations."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", text.strip(), flags=re.S)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -67,7 +67,8 @@ def load_data(config: TrainingConfig) -> Dataset:
       DataError: As `tfp_realnvp.data.load_dataset`.
     """
     return load_dataset(config.dataset, num_train=config.num_train, num_test=config.num_test, seed=config.seed,
-                        header=config.header, stream_threshold_bytes=int(config.stream_above_mb * 2**20))
+                        header=config.header, stream_threshold_bytes=int(config.stream_above_mb * 2**20),
+                        feature_key=config.feature_key)
 
 
 def split_sizes(num_train: int, validation_split: float, *, streamed: bool) -> tuple[int, int]:
@@ -231,7 +232,11 @@ class Examples:
                                shuffle=shuffle, seed=seed, shuffle_buffer_size=max(count, 1), drop_remainder=drop)
         # The count is known: say so, or Keras runs a streamed first epoch until the data run out.
         batches = count // batch_size if drop else math.ceil(count / batch_size)
-        return ds.apply(tf.data.experimental.assert_cardinality(batches))
+        # A multi-worker job: every worker reads every batch and keeps its share (tf.data's DATA
+        # policy), so all run the same number of steps (tfp_realnvp.distribution says why).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.apply(tf.data.experimental.assert_cardinality(batches)).with_options(options)
 
     def _rows(self, part: str) -> tuple[np.ndarray, np.ndarray | None]:
         """An in-memory part's rows and class labels."""

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tfp_realnvp import checks
-from tfp_realnvp.choices import BUILTIN_FLOWS
+from tfp_realnvp.choices import BUILTIN_FLOWS, DISTRIBUTIONS
 
 if TYPE_CHECKING:
     import keras
@@ -71,15 +71,18 @@ class TrainingConfig:
     """Everything that decides a training run. Keyword-only; every field has a default.
 
     Data:
-      dataset: A built-in dataset (`tfp_realnvp.choices.BUILTIN_DATASETS`), `"csv:PATH"` or
-        `"npy:PATH"`. Defaults to `"two_moons"`.
+      dataset: A built-in dataset (`tfp_realnvp.choices.BUILTIN_DATASETS`), `"csv:PATH"`,
+        `"npy:PATH"` or `"tfrecord:PATH"`, PATH a file or a glob of shards (read in sorted order).
+        Defaults to `"two_moons"`.
       num_train: Training rows: how many to draw for the toy sets, or the first `num_train` of
         the training split of digits and files. Defaults to `None` (the dataset's).
       num_test: Test rows, likewise. Defaults to `None`.
       header: CSV only: whether the first line names the columns. Defaults to `None`
         (detected).
-      stream_above_mb: Files larger than this many MiB stream from disk through `tf.data`.
-        Defaults to 512.
+      stream_above_mb: Files larger than this many MiB (shards: together) stream from disk
+        through `tf.data`; TFRecord files always do. Defaults to 512.
+      feature_key: TFRecord only: the `tf.train.Example` feature holding each row's floats.
+        Defaults to `None`: the records' only float feature.
       event_shape: The shape each row takes in the flow, e.g. `[8, 8, 1]` for the 64 pixels
         of a digit. Defaults to `None`: rows are vectors.
       context_columns: For a conditional density `p(x | context)` of a CSV or NPY file: the
@@ -132,6 +135,9 @@ class TrainingConfig:
         choice (TensorFlow's graph, measured faster here; the eager calls XLA-compiled either way).
       steps_per_execution: Steps per call of the compiled function. Defaults to `None`:
         `FlowModel.compile`'s (16 on one device).
+      distribution: `"none"`, `"mirrored"` (this machine's GPUs) or `"multi_worker"` (the
+        workers `TF_CONFIG` names): the `tf.distribute` strategy the run trains under
+        (`tfp_realnvp.distribution`). `batch_size` stays the global batch. Defaults to `"none"`.
       adapt_to_table: The fields that `tfp_realnvp.table_recipe.adapt_to_table` still chooses
         from the table's rows and columns before the run (`fit_flow` and the command line call
         it); the `file` recipe lists them all, and a field changed through `for_dataset` or
@@ -153,6 +159,7 @@ class TrainingConfig:
     num_test: int | None = None
     header: bool | None = None
     stream_above_mb: float = 512.0
+    feature_key: str | None = None
     event_shape: tuple[int, ...] | None = None
     context_columns: tuple[int | str, ...] | None = None
     condition_on_label: bool = False
@@ -175,6 +182,7 @@ class TrainingConfig:
     seed: int = 0
     jit_compile: bool | None = None
     steps_per_execution: int | None = None
+    distribution: str = "none"
     whiten: bool = False
     weight_decay: float = 0.0
     adapt_to_table: tuple[str, ...] = ()
@@ -228,6 +236,9 @@ class TrainingConfig:
             keep("logit_alpha", checks.number("logit_alpha", self.logit_alpha, low=0, below=1))
         keep("jitter", checks.number("jitter", self.jitter, low=0))
         keep("flow_dtype", checks.dtype(self.flow_dtype, name="flow_dtype"))
+        keep("distribution", checks.one_of("distribution", self.distribution, DISTRIBUTIONS))
+        _check(self.feature_key is None or isinstance(self.feature_key, str) and self.feature_key, "feature_key",
+               "the name of a TFRecord feature, or null", self.feature_key)
         if self.event_shape is not None:
             keep("event_shape", checks.event_shape(self.event_shape, example="[8, 8, 1]"))
         if self.context_columns is not None:
@@ -413,6 +424,8 @@ class TrainingResult:
       training_seconds: Time in `fit`, all restarts together, in this process (a resumed run
         counts its own).
       candidates: Per restart, its seed and training and test NLL (one entry without restarts).
+      chief: Whether this process is the one that writes the run's files: false only on a
+        multi-worker job's other workers (`tfp_realnvp.distribution.is_chief`).
     """
 
     model: FlowModel
@@ -425,6 +438,7 @@ class TrainingResult:
     stopped_early: bool
     training_seconds: float
     candidates: list[dict[str, Any]]
+    chief: bool = True
 
     @property
     def monitor(self) -> str:
@@ -452,6 +466,13 @@ def fit_flow(
     pipeline starts afresh), so the result matches an uninterrupted run to seed noise, not bit
     for bit. `backup_dir` is removed when `fit_flow` returns.
 
+    Under `config.distribution` (`tfp_realnvp.distribution`), the model is built, adapted and
+    compiled in the strategy's scope and `batch_size` rows are split across its replicas per
+    step. In a multi-worker job every worker calls `fit_flow` with the same configuration (and
+    `backup_dir`, which all must read): they train in lockstep, all evaluate, and only the chief
+    writes or removes the backup; `TrainingResult.chief` tells a caller whether to write the
+    results.
+
     Args:
       config: The run.
       data: The data to use instead of loading `config.dataset` (its `name` should still be
@@ -474,6 +495,12 @@ def fit_flow(
       DataError: If the data cannot be loaded, do not fit the flow's preprocessing, or a
         streamed file turns out malformed while it is read.
     """
+    from tfp_realnvp import distribution  # pylint: disable=import-outside-toplevel
+
+    # First: a multi-worker job's collectives and a mirrored run's logical CPUs are set up before TensorFlow runs.
+    strategy = distribution.strategy(config.distribution)
+    chief = distribution.is_chief(strategy)
+
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -513,15 +540,17 @@ def fit_flow(
     candidates, kept, seconds = [], None, 0.0
     for j in range(config.restarts):
         seed = config.seed * config.restarts + j
-        keras.utils.set_random_seed(seed)  # the shuffling order
-        model = _build_model(config, examples, seed)
-        try:
-            # The standardisation is fitted on the fitted rows only (streamed: the first 100 000).
-            model.adapt(examples.pipeline("fit", limit=_ADAPT_ROWS if data.streamed else None))
-        except stream_errors as error:
-            raise stream_error(error) from None
-        except ValueError as error:
-            raise DataError(f"training data of {data.name} do not fit the flow: {error}") from None
+        keras.utils.set_random_seed(seed)  # the shuffling order: the same on every worker
+        with strategy.scope():  # the weights (mirrored on each replica), the statistics, the optimizer
+            model = _build_model(config, examples, seed)
+            try:
+                # The standardisation is fitted on the fitted rows only, streamed in one pass (whitened:
+                # the first 100 000, whose covariance is computed in memory).
+                model.adapt(examples.pipeline("fit", limit=_ADAPT_ROWS if data.streamed and config.whiten else None))
+            except stream_errors as error:
+                raise stream_error(error) from None
+            except ValueError as error:
+                raise DataError(f"training data of {data.name} do not fit the flow: {error}") from None
         if j == 0 and not data.streamed:  # the preprocessing's range does not depend on the seed
             # adapt() checked the fitted rows; fit's own checks do not see a tf.data pipeline, so
             # the validation rows (the training split's last) are checked here with the test split.
@@ -533,7 +562,8 @@ def fit_flow(
                     raise DataError(f"{what} data of {data.name} do not fit the flow: {error}") from None
         fit_rows = examples.pipeline("fit", batch_size=config.batch_size, shuffle=True, seed=seed,
                                      drop_remainder=whole_batches)
-        _compile(model, config, int(fit_rows.cardinality()))
+        with strategy.scope():
+            _compile(model, config, int(fit_rows.cardinality()))
         finished = _finished_restart(backup, j, config.restarts)
         if finished is not None:  # a resumed run: this restart ended before the interruption
             model.optimizer.build(model.trainable_variables)  # the saved weights hold the optimizer's too
@@ -567,7 +597,7 @@ def fit_flow(
             losses = saver.history if saver is not None else {
                 k: [float(v) for v in values] for k, values in history.history.items()}
             kept_start = stop is not None and stop.best_epoch == -1
-            if backup is not None and config.restarts > 1:
+            if backup is not None and config.restarts > 1 and chief:
                 _save_finished_restart(model, backup, j, {"history": losses, "train": train, "test": test,
                                                           "kept_start": kept_start})
         candidates.append({"seed": seed, "train_nll": train["nll"], "test_nll": test["nll"],
@@ -586,13 +616,13 @@ def fit_flow(
             metrics["gaussian"] = gaussian
     except stream_errors as error:
         raise stream_error(error) from None
-    if backup is not None:
+    if backup is not None and chief:
         shutil.rmtree(backup, ignore_errors=True)
     epochs_run = len(losses.get("loss", []))
     return TrainingResult(
         model=model, config=config, data=data, history=losses, metrics=metrics, epochs_run=epochs_run,
         best_epoch=0 if kept_start else best_epoch(losses.get(_monitor(config), [])),
-        stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates,
+        stopped_early=epochs_run < config.epochs, training_seconds=seconds, candidates=candidates, chief=chief,
     )
 
 

@@ -252,16 +252,11 @@ class Preprocessing(keras.layers.Layer):
             preprocessing's range.
         """
         if isinstance(data, tf.data.Dataset):
-            batches = []
-            for i, batch in enumerate(data):
-                if max_batches is not None and i >= max_batches:
-                    break
-                if isinstance(batch, (tuple, list)):
-                    batch = batch[0]
-                if isinstance(batch, dict):  # a conditional model's {"x": ..., "context": ...}
-                    batch = batch["x"]
-                batches.append(np.asarray(batch))
-            data = np.concatenate(batches, axis=0)
+            batches = (_x_of(batch) for i, batch in enumerate(data) if max_batches is None or i < max_batches)
+            if self.whitening is None:
+                self._adapt_streaming(batches)  # one pass, memory flat in the rows
+                return
+            data = np.concatenate(list(batches), axis=0)  # the covariance's rows: a table's, in memory
         data = np.asarray(data)
         if data.size == 0:  # np.mean of nothing is NaN: the statistics would be NaN, and every log_prob
             raise ValueError(f"adapt got no rows (shape {data.shape}); expected at least one training example to "
@@ -277,6 +272,29 @@ class Preprocessing(keras.layers.Layer):
         self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
         self.adapted.assign(1.0)
 
+    def _adapt_streaming(self, batches: Any) -> None:
+        """The per-entry mean and standard deviation of batches read once (Chan et al.'s pairwise
+        update of counts, means and squared deviations, in float64), for data larger than memory."""
+        count, mean, squares = 0, 0.0, 0.0
+        for batch in batches:
+            if not batch.size:
+                continue
+            self.check(batch)
+            if self.integer_levels is not None:
+                batch = batch + 0.5  # cell centres, as adapt
+            w = np.asarray(self.to_flow_space(batch), np.float64)
+            n, batch_mean = len(w), w.mean(axis=0)
+            delta = batch_mean - mean
+            total = count + n
+            squares = squares + ((w - batch_mean) ** 2).sum(axis=0) + delta**2 * count * n / total
+            mean, count = mean + delta * n / total, total
+        if not count:
+            raise ValueError("adapt got no rows; expected at least one training example to fit the standardisation")
+        std = np.sqrt(squares / count)
+        self.mean.assign(np.broadcast_to(mean, self.mean.shape).astype(self.mean.dtype))
+        self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
+        self.adapted.assign(1.0)
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -287,3 +305,11 @@ class Preprocessing(keras.layers.Layer):
             "whiten": self.whiten,
         }
 
+
+def _x_of(batch: Any) -> np.ndarray:
+    """A batch's `x` as numpy: of `x`, `(x, ...)` or a conditional model's `{"x": x, "context": c}`."""
+    if isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    if isinstance(batch, dict):
+        batch = batch["x"]
+    return np.asarray(batch)

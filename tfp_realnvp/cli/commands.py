@@ -20,7 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tfp_realnvp import files
+from tfp_realnvp import distribution, files
+from tfp_realnvp.choices import FILE_KINDS
 from tfp_realnvp.cli.parser import CONFIG_FIELDS, FLOW_OPTIONS, PROG
 from tfp_realnvp.cli.quiet import import_tensorflow
 from tfp_realnvp.files import write_new
@@ -71,14 +72,14 @@ def _run_files() -> tuple[str, ...]:
 
 def _dataset_slug(spec: str) -> str:
     kind, sep, path = spec.partition(":")
-    name = pathlib.Path(path).stem if sep and kind in ("csv", "npy") else spec
+    name = pathlib.Path(path.replace("*", "")).stem if sep and kind in FILE_KINDS else spec  # a glob: its stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
 
 
 def _absolute_spec(spec: str) -> str:
     """`csv:rel/path` -> `csv:/abs/rel/path`, so a saved setting works from any directory."""
     kind, sep, path = spec.partition(":")
-    if sep and kind in ("csv", "npy") and path:
+    if sep and kind in FILE_KINDS and path:
         return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
     return spec
 
@@ -267,6 +268,55 @@ def _check_export_dir(path: str) -> None:
 # train
 
 
+def _chief_task(config: TrainingConfig) -> bool:
+    """Whether this process writes the run: TF_CONFIG's chief in a multi-worker job, else always."""
+    if config.distribution != "multi_worker":
+        return True
+    return distribution.is_chief_task(distribution.read_tf_config())
+
+
+def _workers(config: TrainingConfig) -> int:
+    return distribution.worker_count(distribution.read_tf_config()) if config.distribution == "multi_worker" else 1
+
+
+def _distribution_line(config: TrainingConfig, strategy: Any) -> str:
+    """Where the run trains, for a distributed run ("" for one device)."""
+    if strategy is None or config.distribution == "none":
+        return ""
+    replicas = strategy.num_replicas_in_sync
+    if config.distribution == "mirrored":
+        devices = ", ".join(d.rpartition("/device:")[2] for d in strategy.extended.worker_devices)
+        return f"mirrored over {replicas} replica(s) ({devices}); each step splits the batch of {config.batch_size}"
+    tf_config = distribution.read_tf_config()
+    task = tf_config["task"]
+    role = "the chief: it writes the run" if distribution.is_chief(strategy) else \
+        "it trains beside the chief, which writes the run"
+    return (f"multi_worker: {_workers(config)} workers, {replicas} replica(s) in all; this is {task['type']} "
+            f"{task.get('index', 0)}, {role}; each step splits the batch of {config.batch_size}")
+
+
+def _weights_digest(model: Any) -> str:
+    """A short hash of the model's weights: equal on every worker of a job that trained in lockstep."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _worker_done(result: Any, strategy: Any) -> int:
+    """A multi-worker job's other worker: the results it computed too, and nothing written."""
+    print()
+    print(f"Trained {result.epochs_run} epochs; best epoch {result.best_epoch}.")
+    print()
+    print(_table({"Gaussian (validation)" if k == "gaussian" else k: v for k, v in result.metrics.items()}))
+    print()
+    print(f"Weights   digest {_weights_digest(result.model)} (the chief's is the same: they trained in lockstep)")
+    print("Written   nothing: the chief writes the run directory, the plots, the metrics and the export")
+    return 0
+
+
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     """The run's configuration: `--config` (or the dataset's recipe), then the options given.
 
@@ -297,7 +347,8 @@ def _context_choice(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_dir: pathlib.Path,
-               export_dir: str | None, written: list[pathlib.Path], *, resumed: bool = False) -> Any:
+               export_dir: str | None, written: list[pathlib.Path], *, resumed: bool = False,
+               strategy: Any = None) -> Any:
     """A Keras callback that, when training starts (the data loaded and checked, the flow built),
     writes the run directory's settings.json and run.json and prints what is about to train.
 
@@ -316,6 +367,7 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
                 + (f", early stopping after {config.patience} epochs without progress" if config.patience > 0 else "")
                 + (f", best of {config.restarts} restarts by training NLL" if config.restarts > 1 else ""))
     export_note = f", then export to {export_dir}/<next version>" if export_dir else ""
+    where = _distribution_line(config, strategy)
 
     def write_run_files() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +386,9 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             "data": {"description": data.description, "event_size": data.event_size, "num_train": data.num_train,
                      "num_fit": n_fit, "num_validation": n_val, "num_test": data.num_test,
                      "streamed": data.streamed},
+            "distribution": {"strategy": config.distribution,
+                             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+                             "workers": _workers(config)},
             "versions": _versions(),
         }))
 
@@ -345,7 +400,7 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             if RunStart.starts > 1:
                 print(f"Restart {RunStart.starts} of {config.restarts}", flush=True)
                 return
-            if not resumed:
+            if not resumed and (strategy is None or distribution.is_chief(strategy)):
                 write_run_files()
             print(f"Dataset   {data.description}")
             print(f"Flow      {config.flow} over events of shape {list(self.model.event_shape)}"
@@ -355,6 +410,8 @@ def _run_start(config: TrainingConfig, data: Any, args: argparse.Namespace, run_
             elif config.context_columns:
                 print(f"Context   columns {', '.join(map(str, config.context_columns))}: p(x | context)")
             print(f"Training  {training}")
+            if where:
+                print(f"Devices   {where}")
             print(f"Output    {run_dir}{export_note}", flush=True)
 
     return RunStart()
@@ -394,6 +451,8 @@ def _resumed_run(args: argparse.Namespace, run_files: Sequence[str]) -> tuple[Tr
         export_dir = os.path.join(run["cwd"], export_dir)  # absolute stays absolute; relative: to the run's cwd
     if export_dir is not None:
         _check_export_dir(export_dir)
+    if not _chief_task(config):  # the chief tidies the run directory; this worker only reads its backup
+        return config, run_dir, export_dir
     for name in run_files:
         if name not in (SETTINGS_FILE, RUN_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -411,16 +470,30 @@ def train(args: argparse.Namespace) -> int:
     else:
         config = training_config(args)
         # Cheap checks first: nothing below this block may fail on what the user typed after minutes of training.
-        run_dir = (_check_output_dir(args.output, (*run_files, BACKUP_DIR), "run's results")
-                   if args.output is not None else _new_run_dir(config.dataset))
+        chief = _chief_task(config)
+        if config.distribution == "multi_worker" and args.output is None:
+            raise CommandError("--distribution multi_worker needs --output DIR: the run directory every worker "
+                               "shares (on a shared file system), where the chief writes the run and its backup")
+        if not chief:  # the chief checks and writes the directory; this worker only reads its backup
+            run_dir = pathlib.Path(args.output)
+        else:
+            run_dir = (_check_output_dir(args.output, (*run_files, BACKUP_DIR), "run's results")
+                       if args.output is not None else _new_run_dir(config.dataset))
         export_dir = None
         if not args.no_export:
             export_dir = args.export_dir or default_export_dir(config)
             _check_export_dir(export_dir)
         elif args.export_dir:
             raise CommandError("--export-dir and --no-export contradict each other; give one of them")
+    if args.replicas is not None and config.distribution != "mirrored":
+        raise CommandError(f"--replicas applies to --distribution mirrored; the run's distribution is "
+                           f"{config.distribution!r}")
 
     import_tensorflow()
+    # Before TensorFlow runs anything: a multi-worker job's collectives, a mirrored run's logical CPUs.
+    strategy = distribution.strategy(config.distribution,
+                                     replicas=args.replicas if config.distribution == "mirrored" else None)
+    chief = distribution.is_chief(strategy)
     from tfp_realnvp import plots  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.export import export_saved_model  # pylint: disable=import-outside-toplevel
     from tfp_realnvp.training import fit_flow  # pylint: disable=import-outside-toplevel
@@ -441,13 +514,16 @@ def train(args: argparse.Namespace) -> int:
     lap = time.time()
     try:
         result = fit_flow(config, data=data, verbose=verbose, backup_dir=run_dir / BACKUP_DIR,
-                          callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed)])
+                          callbacks=[_run_start(config, data, args, run_dir, export_dir, written, resumed=resumed,
+                                                strategy=strategy)])
     except KeyboardInterrupt as interrupt:
         if (run_dir / SETTINGS_FILE).is_file():  # training began: its backup holds the finished epochs
             interrupt.resume = f"{PROG} train --resume {shlex.quote(str(run_dir))}"  # type: ignore[attr-defined]
         raise
     seconds["fit_flow"], lap = time.time() - lap, time.time()
     model = result.model
+    if not chief:
+        return _worker_done(result, strategy)
     written += [write_new(run_dir / MODEL_FILE, model.save), _write_json(run_dir / HISTORY_FILE, result.history)]
     x, context = _test_examples(config, data, model, limit=5000)
     seconds["save"], lap = time.time() - lap, time.time()
@@ -484,6 +560,9 @@ def train(args: argparse.Namespace) -> int:
     # The Gaussian's validation NLL (your own data): what the flow bought over the one-line baseline.
     print(_table({"Gaussian (validation)" if k == "gaussian" else k: v for k, v in result.metrics.items()}))
     print()
+    if config.distribution == "multi_worker":
+        print(f"Weights   digest {_weights_digest(model)} (every worker's is the same: they trained in lockstep)")
+        print()
     print(f"Run directory  {run_dir}/")
     print("  " + "  ".join(p.name for p in sorted(written, key=lambda p: run_files.index(p.name))))
     if exported is not None:
@@ -525,7 +604,8 @@ def _data_for_model(args: argparse.Namespace, model_path: pathlib.Path, model: A
             return None, None
         config = TrainingConfig(dataset=args.dataset)
     given = _context_choice({name: getattr(args, name) for name in ("num_test", "header", "seed", "stream_above_mb",
-                                                                    "context_columns", "condition_on_label")
+                                                                    "feature_key", "context_columns",
+                                                                    "condition_on_label")
                              if getattr(args, name, None) is not None})
     config = config.replace(num_train=None, event_shape=list(model.event_shape) if len(model.event_shape) > 1 else None,
                             **given)

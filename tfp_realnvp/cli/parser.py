@@ -12,8 +12,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tfp_realnvp.choices import (BUILTIN_DATASETS, BUILTIN_FLOWS, LOG_SCALE_BOUNDS, MIXINGS, PERMUTATIONS, TRANSFORMS,
-                                 unknown_dataset)
+from tfp_realnvp.choices import (BUILTIN_DATASETS, BUILTIN_FLOWS, DISTRIBUTIONS, LOG_SCALE_BOUNDS, MIXINGS, PERMUTATIONS,
+                                 TRANSFORMS, unknown_dataset)
 from tfp_realnvp.training import RECIPES, TrainingConfig
 
 __all__ = [
@@ -32,7 +32,7 @@ CONFIG_FIELDS = (
     "num_train", "num_test", "header", "event_shape", "context_columns", "condition_on_label", "flow", "standardize",
     "integer_levels", "logit_alpha", "whiten", "weight_decay",
     "epochs", "batch_size", "learning_rate", "validation_split", "patience", "jitter", "restarts", "seed",
-    "jit_compile",
+    "jit_compile", "distribution", "feature_key",
 )
 FLOW_OPTIONS = ("num_couplings", "hidden_units", "log_scale_bound", "permutation", "transform", "num_bins", "tail_bound",
                 "mixing")
@@ -197,15 +197,21 @@ def _add_data_options(parser: argparse.ArgumentParser, *, dataset_help: str, tra
                             + ("" if train else "; without --dataset, the run's") + ")")
     default = f"{_DEFAULT_STREAM_MB:g}" if train else f"the run's, else {_DEFAULT_STREAM_MB:g}"
     group.add_argument("--stream-above", dest="stream_above_mb", type=_positive_float, default=None, metavar="MB",
-                       help="files larger than this many MiB are streamed from disk instead of loaded; a "
-                            "streamed file is split by row index, a loaded one by a seeded shuffle "
-                            f"(default: {default})")
+                       help="files larger than this many MiB (shards: together) are streamed from disk "
+                            "instead of loaded; a streamed file is split by row index, a loaded one by a seeded "
+                            f"shuffle; TFRecord files always stream (default: {default})")
+    group.add_argument("--feature-key", default=None, metavar="KEY",
+                       help="tfrecord: the feature of each tf.train.Example holding the row's floats "
+                            "(default: " + ("the records' only float feature)" if train else "the run's, else the "
+                                            "records' only float feature)"))
 
 
 _DATASETS_HELP = (
     ", ".join(f"{name} (8x8 images, 17 grey levels, reported in bits/dim)" if name == "digits" else name
               for name in BUILTIN_DATASETS)
-    + ", csv:PATH (comma-separated numbers, one row per example) or npy:PATH (a 2-D array saved with np.save)"
+    + ", csv:PATH (comma-separated numbers, one row per example), npy:PATH (a 2-D array saved with np.save) or "
+    "tfrecord:PATH (tf.train.Example records, a float feature per row: see --feature-key); PATH may be a quoted "
+    "glob of shards, read in sorted order"
 )
 
 
@@ -320,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                      help="compile the training step with XLA (default: FlowModel.compile's, TensorFlow's "
                           "graph, faster here for small flows; XLA can be faster for wide ones)")
+    fit.add_argument("--distribution", choices=DISTRIBUTIONS, default=None,
+                     help="train under a tf.distribute strategy: mirrored over this machine's GPUs (or "
+                          "--replicas logical CPUs), or multi_worker over the workers the environment variable "
+                          "TF_CONFIG names (run the same command on each, with the same --output on a shared "
+                          "file system; the chief writes the run); --batch-size stays the global batch "
+                          "(default: none)")
+    fit.add_argument("--replicas", type=_positive_int, default=None, metavar="N",
+                     help="mirrored: the first N GPUs, or without GPUs N logical CPUs carved out of the host's "
+                          "(to try the distribution on one machine) (default: every GPU, else one CPU)")
     fit.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                      help="Keras progress: 1 a progress bar, 2 one line per epoch, 0 silent "
                           "(default: 1 on a terminal, else 2)")

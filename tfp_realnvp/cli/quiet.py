@@ -79,10 +79,10 @@ def import_tensorflow() -> None:
     if os.environ.get(LOG_LEVEL_VARIABLE) is not None:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-        tf.config.list_logical_devices()
+        tf.config.list_physical_devices()
         return
     os.environ[LOG_LEVEL_VARIABLE] = _QUIET_LEVEL
     with _stderr_without_tensorflow_logs():
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-        tf.config.list_logical_devices()  # the CUDA probe ("failed call to cuInit") happens here
+        tf.config.list_physical_devices()  # the CUDA probe ("failed call to cuInit"); devices stay unset up

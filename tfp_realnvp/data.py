@@ -788,11 +788,10 @@ def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
     chunk_rows = max(1, _NPY_CHUNK_BYTES // (num_columns * options.dtype.itemsize))
 
     def blocks() -> Iterator[np.ndarray]:
-        for shown, full in options.shards:
-            rows = _open_npy(shown, full)
-            for start in range(0, len(rows), chunk_rows):
+        for (shown, full), count in zip(options.shards, counts):
+            for start, block in _npy_blocks(shown, full, count, chunk_rows):
                 with np.errstate(over="ignore"):  # float32 overflow becomes inf, reported below
-                    block = np.asarray(rows[start:start + chunk_rows], dtype=options.dtype)
+                    block = block.astype(options.dtype, copy=False)
                 message = _npy_non_finite(block, start, shown, options.dtype)
                 if message:
                     raise DataError(message)
@@ -804,6 +803,33 @@ def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
     rows = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
     train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
     return _file_dataset(options, train, test, num_columns, what)
+
+
+def _npy_blocks(shown: str, full: str, count: int, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """`(first row, rows)` of a .npy file, read `chunk_rows` at a time with plain reads.
+
+    Not through a memory map: the pages a map touches count in the process's resident memory
+    until the kernel takes them back, so a streamed pass over a large file would look like it
+    held the file; read pages stay in the page cache, outside the process.
+    """
+    array = _open_npy(shown, full)
+    dtype, fortran, columns = array.dtype, array.flags.f_contiguous and not array.flags.c_contiguous, array.shape[1]
+    offset = array.offset
+    del array
+    if fortran:  # a column-major array: its rows are not contiguous on disk; read through the map
+        rows = _open_npy(shown, full)
+        for start in range(0, count, chunk_rows):
+            yield start, np.array(rows[start:start + chunk_rows])
+        return
+    with open(full, "rb") as f:
+        f.seek(offset)
+        for start in range(0, count, chunk_rows):
+            n = min(chunk_rows, count - start)
+            block = np.fromfile(f, dtype=dtype, count=n * columns)
+            if block.size != n * columns:
+                raise DataError(f"{shown} ends after {start + block.size // columns} of its {count} rows; expected "
+                                "the whole array its header describes")
+            yield start, block.reshape(n, columns)
 
 
 # Shards and TFRecord ---------------------------------------------------------------------------------------

@@ -115,8 +115,8 @@ def dtype(request) -> str:
 # The files whose module fixtures train, convert or start processes, longest first: collected first,
 # so that pytest-xdist (`--dist loadfile`, pyproject.toml) hands them out before the short files and
 # the two workers finish together instead of one waiting on the other's last long file.
-_LONG_FILES = ("test_cli.py", "test_faults.py", "test_model.py", "test_export_runtimes.py", "test_properties.py",
-               "test_readme.py", "test_export.py", "test_package.py", "test_backup.py", "test_multiscale.py",
+_LONG_FILES = ("test_distribution.py", "test_cli.py", "test_faults.py", "test_model.py", "test_export_runtimes.py",
+               "test_properties.py", "test_readme.py", "test_export.py", "test_package.py", "test_backup.py", "test_multiscale.py",
                "test_training.py", "test_conditional.py", "test_inside_tfp.py", "test_shipped_models.py")
 
 

@@ -69,6 +69,23 @@ def test_statistics_are_fitted_in_flow_space_through_the_same_logit():
     np.testing.assert_allclose(u.std(0), 1, rtol=1e-12)
 
 
+def test_a_dataset_is_adapted_in_one_streaming_pass_to_the_same_statistics():
+    # Data larger than memory arrive as batches: the per-entry moments are merged batch by batch
+    # (Chan et al.), never concatenated. Uneven batches, and batches whose means differ (sorted rows).
+    rng = np.random.default_rng(1)
+    data = np.sort(rng.integers(0, 17, size=(1000, 4)).astype(np.float64), axis=0)
+    whole, streamed = (Preprocessing(4, integer_levels=17, logit_alpha=0.05, dtype="float64") for _ in range(2))
+    whole.adapt(data)
+    streamed.adapt(tf.data.Dataset.from_tensor_slices(data).batch(300))
+    # float64 sums in another order: ~1e-15 relative.
+    np.testing.assert_allclose(streamed.mean.numpy(), whole.mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(streamed.std.numpy(), whole.std.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="adapt got no rows"):
+        streamed.adapt(tf.data.Dataset.from_tensor_slices(data[:0]).batch(300))
+    with pytest.raises(ValueError, match=r"integer data must lie in \[0, 16\]"):
+        streamed.adapt(tf.data.Dataset.from_tensor_slices(data + 1).batch(300))
+
+
 def test_the_chain_round_trips_with_opposite_log_dets():
     preprocessing = Preprocessing([2, 2, 1], integer_levels=5, logit_alpha=0.05, dtype="float64")
     preprocessing.adapt(np.random.default_rng(1).integers(0, 5, size=(64, 2, 2, 1)).astype(np.float64))

@@ -20,12 +20,14 @@ import tensorflow as tf
 
 from tfp_realnvp import cli, distribution
 from tfp_realnvp.cli.commands import BACKUP_DIR
-from tfp_realnvp.training import ConfigError
+from tfp_realnvp.training import ConfigError, TrainingConfig, TrainingResult, fit_flow
 
-# Two moons, small: 1800 fitted rows in 15 steps of 128 per epoch, so that an epoch lasts long
-# enough under the collective all-reduce to be killed in.
+# Two moons, small: 1800 fitted rows in 7 steps of 256 per epoch, an epoch of ~2 s under the
+# collective all-reduce on loopback, long enough to be killed in.
+SETTINGS = {"num_train": 2000, "num_test": 1000, "epochs": 3, "batch_size": 256,
+            "flow_options": {"num_couplings": 4, "hidden_units": [32, 32]}}
 RECIPE = ["--dataset", "two_moons", "--num-train", "2000", "--num-test", "1000", "--epochs", "3", "--batch-size",
-          "128", "--couplings", "4", "--hidden-units", "32,32", "--no-export", "--verbose", "2"]
+          "256", "--couplings", "4", "--hidden-units", "32,32", "--no-export", "--verbose", "2"]
 EPOCHS = 3
 RUN_FILES = {"model.keras", "settings.json", "run.json", "metrics.json", "history.json", "density.png",
              "samples.png", "loss.png"}
@@ -67,7 +69,7 @@ def _state_epoch(run) -> int:
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
     base = tmp_path_factory.mktemp("distribution")
-    run, mirrored, single = base / "multi_worker", base / "mirrored", base / "single"
+    run, mirrored = base / "multi_worker", base / "mirrored"
     cwds = [base / "cwd0", base / "cwd1"]  # each worker's working directory: nothing may appear in worker 1's
     for cwd in cwds:
         cwd.mkdir()
@@ -76,13 +78,13 @@ def jobs(tmp_path_factory):
     mirror = _start([*RECIPE, "--distribution", "mirrored", "--replicas", "2", "--output", str(mirrored)], base,
                     base / "mirrored.log")
     try:
-        assert cli.main(["train", *RECIPE, "--output", str(single)]) == 0  # one device, in this process
+        single = fit_flow(TrainingConfig.for_dataset("two_moons", **SETTINGS), verbose=0)  # one device, here
         # Kill worker 1 in the second epoch: after the chief's backup of epoch 1, before that of epoch 2.
         deadline = time.time() + 240
         while (_state_epoch(run) < 1 or "Epoch 2/3" not in logs[0].read_text()) and time.time() < deadline \
                 and procs[0].poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)  # a few of the epoch's 15 steps (~0.25 s each under the all-reduce here)
+        time.sleep(0.3)  # a step or two of the epoch's 7 (~0.25 s each under the all-reduce here)
         killed_at = _state_epoch(run)
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait()
@@ -107,7 +109,7 @@ def jobs(tmp_path_factory):
 
 
 def _metrics(run) -> dict:
-    return json.loads((run / "metrics.json").read_text())
+    return json.loads((run / "metrics.json").read_text()) if not isinstance(run, TrainingResult) else run.metrics
 
 
 @pytest.mark.slow
@@ -134,8 +136,10 @@ def test_workers_agree_and_only_the_chief_writes(jobs):
     assert not [path for cwd in jobs["cwds"] for path in cwd.iterdir()]  # no runs/ directory, no stray file
     run = json.loads((jobs["run"] / "run.json").read_text())
     assert run["distribution"] == {"strategy": "multi_worker", "replicas": 2, "workers": 2}
-    settings = json.loads((jobs["run"] / "settings.json").read_text())
-    assert settings["distribution"] == "multi_worker"  # so train --config (and --resume) repeat it
+    settings = TrainingConfig.from_file(jobs["run"] / "settings.json")
+    assert settings.distribution == "multi_worker"  # so train --config (and --resume) repeat it
+    # The recipe the one-device reference ran, but for the distribution: the comparisons below are fair.
+    assert settings == TrainingConfig.for_dataset("two_moons", **SETTINGS, distribution="multi_worker")
 
 
 @pytest.mark.slow
@@ -143,9 +147,9 @@ def test_multi_worker_nll_matches_one_process(jobs):
     worker, single = _metrics(jobs["run"]), _metrics(jobs["single"])
     # Each worker takes half of every global batch and the gradients are all-reduced: one process's
     # step, but the resumed epochs see the rows in another order than the uninterrupted run's, so
-    # the runs agree to seed noise (seeds 0, 1, 2 of this recipe on one device: test NLL 1.843, 1.863,
-    # 1.877), not bit for bit.
-    assert abs(worker["test"]["nll"] - single["test"]["nll"]) < 0.05, (worker["test"], single["test"])
+    # the runs agree to seed noise, not bit for bit: seeds 0, 1, 2 of this recipe on one device gave
+    # test NLL 2.2351, 2.2424, 2.2415; the killed and resumed job 2.2348 (seed 0).
+    assert abs(worker["test"]["nll"] - single["test"]["nll"]) < 0.02, (worker["test"], single["test"])
 
 
 @pytest.mark.slow
@@ -156,12 +160,12 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(jobs):
     mirrored, single = _metrics(jobs["mirrored"]), _metrics(jobs["single"])
     # The same rows in the same order: the two replicas' gradients are summed in another order
     # than one device's, float32 rounding only. The first epoch's mean loss agrees to that (measured
-    # 3e-5); Adam then turns rounding-level differences of near-zero gradient entries into steps of
-    # the learning rate's size (weights 0.03 apart after 42 steps), so the final figures agree to
-    # 0.01 nats (measured 0.003), well inside seed noise (0.035 nats over seeds 0-2).
-    first = [json.loads((jobs[name] / "history.json").read_text())["loss"][0] for name in ("mirrored", "single")]
+    # 1e-4); Adam then turns rounding-level differences of near-zero gradient entries into steps of
+    # the learning rate's size (at batch 128, weights 0.03 apart after 42 steps), so the test NLLs
+    # agree to 5e-3 nats (measured 5e-4), inside seed noise (0.007 over seeds 0-2).
+    first = [json.loads((jobs["mirrored"] / "history.json").read_text())["loss"][0], jobs["single"].history["loss"][0]]
     assert abs(first[0] - first[1]) < 1e-3, first
-    assert abs(mirrored["test"]["nll"] - single["test"]["nll"]) < 0.01, (mirrored["test"], single["test"])
+    assert abs(mirrored["test"]["nll"] - single["test"]["nll"]) < 5e-3, (mirrored["test"], single["test"])
 
 
 # -- bad set-ups, each refused before TensorFlow starts --------------------------------------

@@ -181,3 +181,11 @@ def test_readme_quotes_the_spline_benchmarks():
     _assert_quoted(section, folder / "SPLINE_CHOICE.md", min_rows=8)  # header and six measurements at least
     _assert_quoted(section, folder / "SPLINE.md", min_rows=6)  # two tables of a header and two flows at least
     _assert_quoted(section, folder / "SPLINE_SPEED.md", min_rows=3, verdict="Training against zuko")  # S and L
+
+
+SHARDED_MEMORY = README.parent / "benchmarks" / "SHARDED_MEMORY.md"
+
+
+def test_readme_quotes_the_sharded_memory_benchmark():
+    # benchmarks/sharded_memory.py's last run: the command line section quotes its table and its sentence.
+    _assert_quoted("The command line", SHARDED_MEMORY, min_rows=4, verdict="**In one sentence:**")

@@ -135,11 +135,13 @@ CONFIGS = {
 # The targets. Issue 6: training against stock TFP, log_prob/sample at L against the matmul
 # peak. Issue 16: training at least 2x the best peer (stock, stock+jit, zuko), eager calls at
 # least 90% of the same model's tf.function + XLA figure, the first training step at S ready
-# in 5 s.
+# in 5 s. Issue 25: training at L at least 1.3x the best peer and 85% of the matmul-only bound
+# (the 2x of issue 16 was never met: 1.22x at L, 1.41x at S).
 TRAIN_VS_STOCK = 2.5
 TRAIN_VS_STOCK_JIT = 1.6
 EVAL_FRACTION_OF_PEAK = 0.8
-TRAIN_VS_BEST_PEER = 2.0
+TRAIN_VS_BEST_PEER = 1.3
+TRAIN_FRACTION_OF_BOUND = 0.85  # of the matmul-only training bound, at L
 EAGER_VS_JIT = 0.9
 FIRST_STEP_S = 5.0
 SERVING_CALLS = 1000  # timed calls at batch 1, for the median and the 99th percentile
@@ -711,8 +713,11 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
 
         stock, stock_jit, zuko = train["stock"], train.get("stock_jit", nan), train.get("zuko", nan)
         best_peer = max(p for p in (stock, stock_jit, zuko) if math.isfinite(p))
-        row("train (fit, defaults)", train["ours"], stock, stock_jit, 3 * fps,
-            f">= {TRAIN_VS_BEST_PEER}x best peer: {met(train['ours'] / best_peer, TRAIN_VS_BEST_PEER)}", zuko)
+        target = f">= {TRAIN_VS_BEST_PEER}x best peer: {met(train['ours'] / best_peer, TRAIN_VS_BEST_PEER)}"
+        if config.name == "L":
+            target += (f"; >= {TRAIN_FRACTION_OF_BOUND:.0%} of the matmul-only bound: "
+                       f"{met(train['ours'] / train_bound, TRAIN_FRACTION_OF_BOUND)}")
+        row("train (fit, defaults)", train["ours"], stock, stock_jit, 3 * fps, target, zuko)
         for key, label, _ in FIT_OPTIONS:
             if key in train:
                 row(f"train (fit, {label})", train[key], stock, stock_jit, 3 * fps, zk=zuko)

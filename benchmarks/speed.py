@@ -20,7 +20,8 @@ and, for each:
 - training throughput (samples/s). tfp_realnvp: `FlowModel.fit` over an in-memory numpy
   array (`shuffle=False`), after a first `fit` on one batch (trace/compile, timed as "time to
   first step"), each epoch timed from `on_epoch_begin` to `on_epoch_end` by a callback; with
-  `FlowModel.compile()` defaults (the graph, 16 steps per call; eager calls XLA-compiled), and in the full run also with
+  `FlowModel.compile()` defaults (16 steps per call; the step in the graph at S, under XLA at L, by the flow's
+  weight count; eager calls XLA-compiled), and in the full run also with
   Keras's own CPU defaults (`jit_compile=False, steps_per_execution=1`), with XLA
   (`jit_compile=True`) and with one step per call. Stock: a `tf.function` training step (tf_keras Adam, same batch) over pre-made
   batches, with and (full run) without `jit_compile=True`.
@@ -505,7 +506,7 @@ def run_child(task: dict) -> dict:
 # -- the measurements -----------------------------------------------------------------------
 
 
-# Options of FlowModel.compile measured beside its defaults (the graph, 16 steps per call) in
+# Options of FlowModel.compile measured beside its defaults (16 steps per call; the graph at S, XLA at L) in
 # the full run: (key, label, kwargs). The first is Keras's own default on a CPU.
 FIT_OPTIONS = (
     ("ours_keras", "jit_compile=False, steps_per_execution=1", dict(jit_compile=False, steps_per_execution=1)),
@@ -641,8 +642,8 @@ def report(results: dict, plan: Plan, quick: bool, started: dict, ended: dict) -
         "tfp_realnvp over the fastest of stock, stock+jit and zuko (PyTorch, CPU, eager; the `bench` extra); "
         "*% peak* is the tfp_realnvp figure's matmul FLOP rate over the 1024^3 matmul rate "
         "(FLOPs: 2*(d_in*h + h*h + h*2*d_out) per coupling per sample, x8 couplings; training 3x that). "
-        "tfp_realnvp training is `FlowModel.fit` with `FlowModel.compile()` defaults (TensorFlow's graph, 16 steps "
-        "per call), and with the compile options named (the first is Keras's own default on a CPU); "
+        "tfp_realnvp training is `FlowModel.fit` with `FlowModel.compile()` defaults (16 steps per call; the step in "
+        "TensorFlow's graph below 400k weights, so at S, and under XLA from there, so at L), and with the compile options named (the first is Keras's own default on a CPU); "
         "stock training is a `tf.function` step with tf_keras Adam (stock) or the same "
         "step with `jit_compile=True` (stock+jit); the targets are checked on the defaults row. "
         f"log_prob/sample at batch {EVAL_BATCH}: called eagerly as a user would (`model.log_prob(x)`, "

@@ -52,11 +52,15 @@ def _is_multi_worker() -> bool:
 
 # Training defaults of `FlowModel.compile`, the fastest that benchmarks/speed.py measured: see
 # RESULTS.md's rows against Keras's own CPU defaults (no XLA, one step per call) and XLA. On
-# these cores (TensorFlow's oneDNN kernels on) the training step runs faster in TensorFlow's graph
-# than under XLA at S (1.32x) and within a few percent at L (XLA 3% ahead in RESULTS.md's run, up
-# to 27% in others), and is ready sooner (3.0 s against 5.3 s at S); the main job trained in 38 s
-# instead of 69. The eager calls stay XLA-compiled.
+# these cores (TensorFlow's oneDNN kernels on) the training step of a small flow runs faster in
+# TensorFlow's graph than under XLA (S, 136k weights: 1.31x in the run of 2026-12-06, 1.32x in
+# that of 2026-12-02) and is ready sooner (3.0 s against 5.3 s at S); the main job trained in 38 s
+# instead of 69. A wide flow's step is matmuls and their elementwise glue, which XLA fuses: at L
+# (726k weights) XLA was 1.20x faster on 2026-12-06, 1.03x on 2026-12-02 and up to 1.27x in earlier
+# runs. So "auto" compiles the step with XLA from XLA_FROM_WEIGHTS trainable weights (the
+# recipes' flows, 136k-232k, stay in the graph). The eager calls stay XLA-compiled.
 DEFAULT_JIT_COMPILE = False
+XLA_FROM_WEIGHTS = 400_000
 DEFAULT_STEPS_PER_EXECUTION = 16
 
 
@@ -541,9 +545,11 @@ class FlowModel(keras.Model):
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
           jit_compile: Whether to compile the training step with XLA. `"auto"` (the default)
-            means no (`DEFAULT_JIT_COMPILE`: measured faster here, and ready sooner), with the
-            eager `log_prob`/`sample` calls compiled with XLA; `True` compiles the training
-            step with XLA too (3-27% faster at L here; faster on CPUs without oneDNN's kernels);
+            means no for flows of fewer than `XLA_FROM_WEIGHTS` (400 000) trainable weights
+            (TensorFlow's graph: measured faster here for them, and ready sooner) and yes for
+            wider ones (3-27% faster at L, 726k weights, here), with the eager
+            `log_prob`/`sample` calls compiled with XLA either way; `True` compiles the training
+            step with XLA for any flow (faster on CPUs without oneDNN's kernels);
             `False` also turns the compiled eager calls off. Under a distribution strategy with
             several replicas XLA is off (it cannot reach variables on other devices).
           steps_per_execution: Training steps run per call of the compiled function. `None`
@@ -575,7 +581,7 @@ class FlowModel(keras.Model):
         if distributed:
             jit_compile = False
         elif jit_compile == "auto":
-            jit_compile = DEFAULT_JIT_COMPILE
+            jit_compile = DEFAULT_JIT_COMPILE or self.count_params() >= XLA_FROM_WEIGHTS
         self._evaluation_xla = bool(jit_compile) and bool(evaluation_jit_compile)
         super().compile(
             optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs

@@ -51,6 +51,8 @@ import sys
 import tempfile
 import time
 
+from streaming_memory import first_error  # benchmarks/ is this script's directory: on sys.path
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT_MD = ROOT / "benchmarks" / "SHARDED_MEMORY.md"
 OUT_JSON = ROOT / "benchmarks" / "SHARDED_MEMORY.json"
@@ -271,20 +273,12 @@ def _train(data_dir: pathlib.Path, work: pathlib.Path, label: str, *, limit_byte
         "test_nll": metrics.get("test", {}).get("nll"),
         "total_seconds": metrics.get("total_seconds"),
         "command": "python -m tfp_realnvp " + shlex.join(command).replace(str(work), "$TMP"),
-        "error": _first_error(result.stderr) if result.returncode else "",
+        "error": first_error(result.stderr) if result.returncode else "",
     }
     if result.returncode:
         (work / f"stderr-{label}.txt").write_text(result.stderr)
     shutil.rmtree(output, ignore_errors=True)
     return run
-
-
-def _first_error(stderr: str) -> str:
-    """The line that says why a process failed: an exception, or what aborted it (not its stack trace)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    said = [line for line in lines if re.search(r"Error|bad_alloc|terminate|exhausted|Killed|Cannot allocate", line)
-            and not line.startswith(("@", "*** SIGABRT"))]
-    return (said or lines or [""])[-1 if not said else 0]
 
 
 # Main ------------------------------------------------------------------------------------------------------

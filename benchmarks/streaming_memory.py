@@ -89,11 +89,11 @@ def _evaluate(model: pathlib.Path, csv: pathlib.Path, *, stream_above_mb: float 
         "rss_mib": int(peaks.group(1)) / 1024 if peaks else None,
         "vm_mib": int(peaks.group(2)) / 1024 if peaks else None,
         "rows": int(nll.group(1)) if nll else None, "nll": float(nll.group(2)) if nll else None,
-        "error": _first_error(result.stderr) if result.returncode else "",
+        "error": first_error(result.stderr) if result.returncode else "",
     }
 
 
-def _first_error(stderr: str) -> str:
+def first_error(stderr: str) -> str:
     """The line that says why a process failed: an exception, or what aborted it (not its stack trace)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     said = [line for line in lines if re.search(r"Error|bad_alloc|terminate|exhausted|Killed|Cannot allocate", line)

@@ -82,6 +82,9 @@ def test_a_dataset_is_adapted_in_one_streaming_pass_to_the_same_statistics():
     np.testing.assert_allclose(streamed.std.numpy(), whole.std.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="adapt got no rows"):
         streamed.adapt(tf.data.Dataset.from_tensor_slices(data[:0]).batch(300))
+    # max_batches stops reading: a repeating dataset's first 4 batches are the data, once.
+    streamed.adapt(tf.data.Dataset.from_tensor_slices(data).batch(250).repeat(), max_batches=4)
+    np.testing.assert_allclose(streamed.mean.numpy(), whole.mean.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match=r"integer data must lie in \[0, 16\]"):
         streamed.adapt(tf.data.Dataset.from_tensor_slices(data + 1).batch(300))
 

@@ -113,6 +113,15 @@ def _short_record(d: Path) -> str:
     return spec
 
 
+def _int_record(d: Path) -> str:
+    spec = _write(d, "tfrecord")
+    with tf.io.TFRecordWriter(str(d / "part-9.tfrecord")) as writer:
+        for _ in range(10):
+            writer.write(_example([1.0, 2.0, 3.0]))
+        writer.write(_example([1.0], x=tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2, 3]))))
+    return spec
+
+
 def _nan_record(d: Path) -> str:
     spec = _write(d, "tfrecord")
     with tf.io.TFRecordWriter(str(d / "part-9.tfrecord")) as writer:
@@ -128,11 +137,20 @@ def _nan_record(d: Path) -> str:
     (_corrupt_record, r"cannot read record \d+ of .*part-2\.tfrecord \(.*\); expected uncorrupted tf\.train\.Example"),
     (_short_record, r"record 2 of .*part-9\.tfrecord holds 2 values in feature 'x'; expected 3 like the first record"),
     (_nan_record, r"non-finite value in record 1 of .*part-9\.tfrecord, feature 'x'"),
+    (_int_record, r"cannot read record 11 of .*part-9\.tfrecord \(.*\); expected uncorrupted"),
+    (lambda d: (np.save(d / "empty.npy", np.zeros((0, 3), np.float32)), f"npy:{d}/empty.npy")[1], "0 data row"),
 ], ids=["glob-matches-nothing", "missing-file", "csv-shard-width", "npy-shard-width", "corrupt-record",
-        "short-record", "nan-record"])
+        "short-record", "nan-record", "int-record", "empty-npy"])
 def test_a_bad_shard_is_named_before_training(tmp_path, make, pattern):
-    with pytest.raises(DataError, match=pattern):
-        load_dataset(make(tmp_path), stream_threshold_bytes=0)
+    spec = make(tmp_path)
+    for threshold in (0, 2**30):  # streamed and in memory alike
+        with pytest.raises(DataError, match=pattern):
+            load_dataset(spec, stream_threshold_bytes=threshold)
+
+
+def test_a_file_named_like_a_glob_is_that_file(tmp_path):
+    np.save(tmp_path / "x[1].npy", ROWS)
+    assert load_dataset(f"npy:{tmp_path}/x[1].npy").num_train == 320
 
 
 def test_a_bad_cell_in_a_later_shard_is_named_while_streaming(tmp_path):

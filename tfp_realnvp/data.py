@@ -806,7 +806,8 @@ def _load_npy(options: _FileOptions, *, streamed: bool) -> Dataset:
     if streamed:
         return _streamed_dataset(options, _row_stream(blocks, num_columns, options), sum(counts), num_columns, what)
     chunks = list(blocks())  # reads the files
-    rows = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+    rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.zeros(
+        (0, num_columns), options.dtype)
     train, test = _seeded_split(rows, options.path, options.seed, options.test_fraction)
     return _file_dataset(options, train, test, num_columns, what)
 
@@ -844,7 +845,7 @@ def _npy_blocks(shown: str, full: str, count: int, chunk_rows: int) -> Iterator[
 def _shards(kind: str, path: str) -> list[tuple[str, str]]:
     """The files `path` names: itself, or the matches of a glob in sorted order, as `(shown, opened)`."""
     full = os.path.expanduser(path)
-    if not glob.has_magic(path):
+    if not glob.has_magic(path) or os.path.exists(full):  # a file named like a glob (x[1].csv) is that file
         if not os.path.exists(full):
             raise DataError(f"no such file: {path}")
         if os.path.isdir(full):
@@ -918,7 +919,8 @@ def _load_tfrecord(options: _FileOptions, feature_key: str | None) -> Dataset:
                                     f"{_non_finite_hint(np.dtype('float32'))}")
                 done += len(lengths)
         except tf.errors.OpError as error:
-            raise DataError(f"cannot read record {done + 1} of {shown} ({_first_line(error)}); expected "
+            bad = done + _readable_records(full, done, spec)
+            raise DataError(f"cannot read record {bad + 1} of {shown} ({_first_line(error)}); expected "
                             f"uncorrupted tf.train.Example records with a float feature {feature_key!r}") from None
         num_rows += done
     files = [full for _, full in options.shards]
@@ -938,6 +940,18 @@ def _load_tfrecord(options: _FileOptions, feature_key: str | None) -> Dataset:
     what = (f"TFRecord {'shards' if many else 'file'} {options.path}" + (f" ({len(files)} files)" if many else "")
             + f": feature {feature_key!r} of {num_columns} floats")
     return _streamed_dataset(options, make_rows, num_rows, num_columns, what)
+
+
+def _readable_records(full: str, start: int, spec: dict[str, Any]) -> int:
+    """How many records of `full` from record `start` on read and parse one at a time before one fails."""
+    count = 0
+    try:
+        for record in tf.data.TFRecordDataset(full).skip(start):
+            tf.io.parse_example(record[None], spec)
+            count += 1
+    except tf.errors.OpError:
+        pass
+    return count
 
 
 def _first_line(error: Exception) -> str:

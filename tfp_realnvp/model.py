@@ -57,7 +57,7 @@ def _is_multi_worker() -> bool:
 # that of 2026-12-02) and is ready sooner (3.0 s against 5.3 s at S); the main job trained in 38 s
 # instead of 69. A wide flow's step is matmuls and their elementwise glue, which XLA fuses: at L
 # (726k weights) XLA was 1.20x faster on 2026-12-06, 1.03x on 2026-12-02 and up to 1.27x in earlier
-# runs. So "auto" compiles the step with XLA from XLA_FROM_WEIGHTS trainable weights (the
+# runs. So "auto" compiles the step with XLA from XLA_FROM_WEIGHTS weights (`count_params`; the
 # recipes' flows, 136k-232k, stay in the graph). The eager calls stay XLA-compiled.
 DEFAULT_JIT_COMPILE = False
 XLA_FROM_WEIGHTS = 400_000
@@ -545,7 +545,7 @@ class FlowModel(keras.Model):
           optimizer: Any Keras optimizer. Defaults to `"adam"`.
           loss: Must be left `None`: a density model's loss is its NLL.
           jit_compile: Whether to compile the training step with XLA. `"auto"` (the default)
-            means no for flows of fewer than `XLA_FROM_WEIGHTS` (400 000) trainable weights
+            means no for flows of fewer than `XLA_FROM_WEIGHTS` (400 000) weights
             (TensorFlow's graph: measured faster here for them, and ready sooner) and yes for
             wider ones (3-27% faster at L, 726k weights, here), with the eager
             `log_prob`/`sample` calls compiled with XLA either way; `True` compiles the training

@@ -252,7 +252,7 @@ class Preprocessing(keras.layers.Layer):
             preprocessing's range.
         """
         if isinstance(data, tf.data.Dataset):
-            batches = (_x_of(batch) for i, batch in enumerate(data) if max_batches is None or i < max_batches)
+            batches = map(_x_of, data if max_batches is None else data.take(max_batches))
             if self.whitening is None:
                 self._adapt_streaming(batches)  # one pass, memory flat in the rows
                 return

@@ -470,15 +470,14 @@ def train(args: argparse.Namespace) -> int:
     else:
         config = training_config(args)
         # Cheap checks first: nothing below this block may fail on what the user typed after minutes of training.
-        chief = _chief_task(config)
+        _chief_task(config)  # TF_CONFIG checked before TensorFlow starts
         if config.distribution == "multi_worker" and args.output is None:
             raise CommandError("--distribution multi_worker needs --output DIR: the run directory every worker "
                                "shares (on a shared file system), where the chief writes the run and its backup")
-        if not chief:  # the chief checks and writes the directory; this worker only reads its backup
-            run_dir = pathlib.Path(args.output)
-        else:
-            run_dir = (_check_output_dir(args.output, (*run_files, BACKUP_DIR), "run's results")
-                       if args.output is not None else _new_run_dir(config.dataset))
+        # Every worker checks the directory (reading only: the chief writes nothing before the workers'
+        # first collective step), so a job whose chief refuses it ends on every worker instead of hanging.
+        run_dir = (_check_output_dir(args.output, (*run_files, BACKUP_DIR), "run's results")
+                   if args.output is not None else _new_run_dir(config.dataset))
         export_dir = None
         if not args.no_export:
             export_dir = args.export_dir or default_export_dir(config)

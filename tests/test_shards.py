@@ -53,6 +53,7 @@ def test_shards_stream_every_row_split_by_row_index(tmp_path, kind):
     train, test = _rows(data.stream), _rows(data.test_stream)
     # The shards in sorted order are the rows in order; row i is a test row by the streamed rule.
     is_test = np.ceil((np.arange(400) + 1) * 0.2) > np.ceil(np.arange(400) * 0.2)
+    # float32 rows through savetxt's 18 digits, np.save or a float_list: exact; 1e-6 allows a last-bit parse.
     np.testing.assert_allclose(train, ROWS[~is_test], rtol=1e-6)
     np.testing.assert_allclose(test, ROWS[is_test], rtol=1e-6)
 
@@ -61,7 +62,7 @@ def test_shards_stream_every_row_split_by_row_index(tmp_path, kind):
 def test_small_shards_load_into_memory_like_one_file(tmp_path, kind):
     data = load_dataset(_write(tmp_path, kind))
     assert not data.streamed and data.train.shape == (320, 3)
-    np.testing.assert_allclose(_sorted(np.concatenate([data.train, data.test])), _sorted(ROWS), rtol=1e-6)
+    np.testing.assert_allclose(_sorted(np.concatenate([data.train, data.test])), _sorted(ROWS), rtol=1e-6)  # as above
 
 
 def test_tfrecord_feature_key_is_the_only_float_feature_or_named(tmp_path):
@@ -170,6 +171,8 @@ def test_sharded_data_trains_and_evaluates(tmp_path, kind):
     # The standardisation was fitted in one streaming pass over every fitted row, of all shards.
     fit, _ = Examples(result.config, result.data).arrays("fit")
     assert len(fit) == result.metrics["train"]["rows"] > 200
+    # The streaming pass sums in float64, numpy's mean of the float32 rows in float32 (pairwise): ~1e-7
+    # apart; atol for entries whose mean is near 0.
     np.testing.assert_allclose(result.model.preprocessing.mean.numpy(), fit.mean(axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.model.preprocessing.std.numpy(), fit.std(axis=0), rtol=1e-5)
     assert np.isfinite(result.metrics["test"]["nll"]) and result.metrics["test"]["nll"] < 5.0

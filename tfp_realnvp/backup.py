@@ -50,7 +50,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfp_realnvp import files
+from tfp_realnvp import distribution, files
 
 __all__ = [
     "STATE_FILE",
@@ -101,7 +101,7 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
 
     def _writes(self) -> bool:
         """Whether this process writes the backup: all but a multi-worker job's non-chief workers."""
-        return bool(self.model.distribute_strategy.extended.should_checkpoint)
+        return distribution.is_chief(self.model.distribute_strategy)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for name, value in (logs or {}).items():

@@ -267,10 +267,7 @@ class Preprocessing(keras.layers.Layer):
         w = self.to_flow_space(data)
         if self.whitening is not None:
             self.whitening.adapt(w.reshape(len(w), -1))
-        std = w.std(axis=0)
-        self.mean.assign(w.mean(axis=0).astype(self.mean.dtype))
-        self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
-        self.adapted.assign(1.0)
+        self._set_statistics(w.mean(axis=0), w.std(axis=0))
 
     def _adapt_streaming(self, batches: Any) -> None:
         """The per-entry mean and standard deviation of batches read once (Chan et al.'s pairwise
@@ -290,8 +287,11 @@ class Preprocessing(keras.layers.Layer):
             mean, count = mean + delta * n / total, total
         if not count:
             raise ValueError("adapt got no rows; expected at least one training example to fit the standardisation")
-        std = np.sqrt(squares / count)
-        self.mean.assign(np.broadcast_to(mean, self.mean.shape).astype(self.mean.dtype))
+        self._set_statistics(np.broadcast_to(mean, self.mean.shape), np.sqrt(squares / count))
+
+    def _set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Stores the fitted statistics; a constant entry (std below `_MIN_STD`) is left unscaled."""
+        self.mean.assign(mean.astype(self.mean.dtype))
         self.std.assign(np.where(std < _MIN_STD, 1.0, std).astype(self.std.dtype))
         self.adapted.assign(1.0)
 
